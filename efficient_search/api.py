@@ -1,0 +1,177 @@
+"""``efficient_search.run``: one spec in, a Ray Tune search out, every result in the store."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from efficient_search.registry import make_scheduler, make_searcher
+from efficient_search.search_spaces import resolve_search_space
+from efficient_search.spec import ExperimentSpec, Resources
+from efficient_search.store import ParquetStore, ParquetStoreCallback
+from efficient_search.tasks import Task, get_task
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves: Ray's result grid and the store rows."""
+
+    spec: ExperimentSpec
+    store: ParquetStore
+    metric: str
+    mode: str
+    grid: Any
+    """Ray Tune's ``ResultGrid``."""
+
+    def results(self) -> pd.DataFrame:
+        """Every store row of this experiment."""
+        return self.store.results(self.spec.name)
+
+    def trials(self) -> pd.DataFrame:
+        """One row per trial, best first."""
+        return self.store.trials(self.spec.name, self.metric, self.mode)
+
+    def best(self) -> pd.Series:
+        """The best trial's summary row."""
+        return self.trials().iloc[0]
+
+
+def as_spec(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str]) -> ExperimentSpec:
+    """Accept a spec object, a plain mapping, or the path of a YAML/JSON file."""
+    if isinstance(spec, ExperimentSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return ExperimentSpec.from_dict(spec)
+    if isinstance(spec, (str, os.PathLike)):
+        return ExperimentSpec.from_file(spec)
+    raise TypeError(
+        f"`spec` must be an ExperimentSpec, a mapping or a spec file path, but got "
+        f"{type(spec).__name__}."
+    )
+
+
+def objective(spec: ExperimentSpec, task: Task) -> tuple[str, str]:
+    """The (metric, mode) of a spec, checked against what the task reports."""
+    metric = spec.metric or task.default_metric
+    if metric not in task.metrics:
+        raise ValueError(
+            f"`metric` {metric!r} is never reported by task {task.name!r}. "
+            f"Fix: use one of {', '.join(task.metrics)}."
+        )
+    return metric, spec.mode or task.metrics[metric]
+
+
+def describe_hardware(resources: Resources) -> str:
+    """Where and how trials train, for the store's ``hardware`` column."""
+    workers = resources.num_workers or 1
+    return (
+        f"{platform.machine()} {resources.strategy} workers={workers} "
+        f"cpu_per_worker={resources.cpus_per_worker:g} gpu_per_worker={resources.gpus_per_worker:g}"
+    )
+
+
+def _name(obj: Any) -> str:
+    return obj if isinstance(obj, str) else type(obj).__name__
+
+
+def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
+        **overrides: Any) -> RunResult:
+    """Run the search a spec describes and return its results.
+
+    Everything is checked before a trial starts. ``overrides`` replace spec fields, e.g.
+    ``run("examples/digits.yaml", num_samples=2)``.
+
+    Example::
+
+        import efficient_search as es
+        result = es.run({"name": "digits-demo", "num_samples": 4})
+        print(result.trials())
+    """
+    spec = as_spec(spec)
+    if overrides:
+        spec = ExperimentSpec.from_dict({**spec.to_dict(), **overrides, "searcher": spec.searcher,
+                                         "scheduler": spec.scheduler,
+                                         "search_space": overrides.get("search_space",
+                                                                       spec.search_space)})
+    task = get_task(spec.task)
+    options = task.resolve_options(spec.task_options)
+    metric, mode = objective(spec, task)
+    param_space = resolve_search_space(spec.search_space, options, task.default_space)
+    searcher = make_searcher(spec.searcher, seed=spec.seed, options=spec.searcher_options)
+    scheduler = make_scheduler(spec.scheduler, seed=spec.seed, options=spec.scheduler_options)
+    store = ParquetStore(spec.store)
+    store.check_writable()
+    storage_path = spec.storage_path or _default_storage(spec.store)
+
+    import ray
+    from ray import tune
+
+    from efficient_search.trial import cpus_per_trial, make_trainable
+
+    if not ray.is_initialized():
+        start_ray(cpus_per_trial(spec.resources))
+    trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
+                               seed=spec.seed, storage_path=storage_path)
+    callback = ParquetStoreCallback(
+        store,
+        experiment=spec.name,
+        searcher=_name(spec.searcher),
+        scheduler=_name(spec.scheduler),
+        seed=spec.seed,
+        hardware=describe_hardware(spec.resources),
+        metadata={"spec": spec.to_dict(), "metric": metric, "mode": mode},
+    )
+    experiment_path = os.path.join(storage_path, spec.name)
+    if spec.resume and tune.Tuner.can_restore(experiment_path):
+        tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=metric,
+                mode=mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=spec.num_samples,
+                max_concurrent_trials=spec.max_concurrent_trials,
+                time_budget_s=spec.time_budget_s,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=storage_path,
+                callbacks=[callback],
+                failure_config=tune.FailureConfig(max_failures=0),
+                verbose=1,
+            ),
+        )
+    grid = tuner.fit()
+    return RunResult(spec=spec, store=store, metric=f"metric.{metric}", mode=mode, grid=grid)
+
+
+def start_ray(cpus_needed: float) -> None:
+    """Connect to the cluster in ``RAY_ADDRESS`` or start a local one that fits one trial."""
+    import math
+
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    # A local cluster gets at least the CPUs one trial asks for, so that a 2-core laptop can
+    # still run 2 workers beside the trial's own small share.
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)))
+
+
+def _default_storage(store_root: str) -> str:
+    if "://" in store_root:
+        return store_root.rstrip("/") + "/_ray"
+    return str(Path(store_root).expanduser().resolve() / "_ray")

@@ -1,0 +1,91 @@
+"""``efficient-search``: run, submit and report experiments from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import pandas as pd
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="efficient-search", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the search a spec file describes")
+    run.add_argument("spec", help="experiment spec (.yaml, .yml or .json)")
+    run.add_argument("--store", help="override the spec's store root")
+    run.add_argument("--name", help="override the experiment name")
+    run.add_argument("--num-samples", type=int, help="override the number of trials")
+    run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+
+    submit = commands.add_parser("submit", help="submit `run SPEC` to a Ray cluster as a job")
+    submit.add_argument("spec")
+    submit.add_argument("--address", default="http://127.0.0.1:8265",
+                        help="Ray dashboard address (default: %(default)s)")
+    submit.add_argument("--working-dir", default=".", help="folder uploaded with the job")
+    submit.add_argument("--no-wait", action="store_true", help="return after submitting")
+
+    report = commands.add_parser("report", help="ranked table and plots of an experiment")
+    report.add_argument("--store", required=True, help="store root")
+    report.add_argument("--experiment", required=True)
+    report.add_argument("--metric", help="rank by this metric (default: the run's)")
+    report.add_argument("--mode", choices=["min", "max"])
+    report.add_argument("--out", default=None, help="plot folder (default: <store>/_plots)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "submit":
+            from efficient_search.submit import submit
+
+            _, status = submit(args.spec, address=args.address, working_dir=args.working_dir,
+                               wait=not args.no_wait)
+            print(f"job {status}")
+            return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
+        return _report(args)
+    except (ValueError, TypeError) as exc:
+        print(f"efficient-search: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from efficient_search.api import run
+
+    overrides = {k: v for k, v in {"store": args.store, "name": args.name,
+                                   "num_samples": args.num_samples}.items() if v is not None}
+    if args.resume:
+        overrides["resume"] = True
+    result = run(args.spec, **overrides)
+    print(_table(result.trials()))
+    print(f"\nstore: {result.store.root}  experiment: {result.spec.name}")
+    print(f"report: efficient-search report --store {result.store.root} "
+          f"--experiment {result.spec.name}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from efficient_search.report import ranked_table, save_plots
+    from efficient_search.store import ParquetStore
+
+    store = ParquetStore(args.store)
+    print(_table(ranked_table(store, args.experiment, args.metric, args.mode)))
+    out = args.out or f"{store.root.rstrip('/')}/_plots"
+    for path in save_plots(store, args.experiment, out, args.metric, args.mode):
+        print(f"saved {path}")
+    return 0
+
+
+def _table(frame: pd.DataFrame) -> str:
+    with pd.option_context("display.width", 160, "display.max_columns", 20,
+                           "display.float_format", "{:.4g}".format):
+        return frame.to_string(index=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

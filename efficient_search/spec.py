@@ -1,0 +1,234 @@
+"""The experiment spec: what to search, how, where to store it. Loadable from YAML or JSON.
+
+Example (YAML)::
+
+    name: digits-demo
+    task: digits
+    search_space: {lr: {loguniform: [0.001, 0.1]}, depth: {randint: [1, 4]}}
+    searcher: random
+    scheduler: asha
+    metric: val_accuracy
+    mode: max
+    num_samples: 4
+    resources: {num_workers: 2, cpus_per_worker: 1}
+    store: results
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from efficient_search.store.parquet import validate_experiment_name
+
+STRATEGIES = ("ddp", "deepspeed")
+
+
+def _type_error(owner: str, name: str, value: Any, expected: str, example: str) -> TypeError:
+    return TypeError(
+        f"`{owner}{name}` must be {expected}, but got {value!r} ({type(value).__name__}). "
+        f"Fix: e.g. {name}: {example}."
+    )
+
+
+def _check_number(owner: str, name: str, value: Any, *, integer: bool, minimum: float,
+                  optional: bool = False, example: str = "1") -> None:
+    if value is None and optional:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        expected = "an integer" if integer else "a number"
+        raise _type_error(owner, name, value, expected + (" or null" if optional else ""), example)
+    if value < minimum:
+        raise ValueError(f"`{owner}{name}` must be >= {minimum}, but got {value!r}.")
+
+
+def _check_mapping(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise _type_error(owner, name, value, "a mapping", "{key: value}")
+
+
+def _unknown_fields(cls: type, data: Mapping[str, Any], owner: str) -> None:
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"Did you mean `{owner}{close[0]}`? " if close else ""
+            raise ValueError(
+                f"Unknown spec field `{owner}{key}` (value {data[key]!r}). {hint}"
+                f"Valid fields: {', '.join(known)}."
+            )
+
+
+@dataclass
+class Resources:
+    """Resources of one trial."""
+
+    num_workers: int = 2
+    """Ray Train workers per trial; 0 runs the training loop inside the trial process."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved for each worker."""
+    gpus_per_worker: float = 0.0
+    """GPUs reserved for each worker (0 trains on CPU with gloo)."""
+    strategy: str = "ddp"
+    """How workers share the model: ``ddp`` (PyTorch DDP) or ``deepspeed`` (ZeRO)."""
+    deepspeed_config: dict[str, Any] | None = None
+    """DeepSpeed config merged over the defaults (ZeRO stage 1, fp32) when strategy is deepspeed."""
+
+    def __post_init__(self) -> None:
+        o = "resources."
+        _check_number(o, "num_workers", self.num_workers, integer=True, minimum=0, example="2")
+        _check_number(o, "cpus_per_worker", self.cpus_per_worker, integer=False, minimum=0)
+        _check_number(o, "gpus_per_worker", self.gpus_per_worker, integer=False, minimum=0,
+                      example="0")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"`resources.strategy` must be one of {', '.join(STRATEGIES)}, but got "
+                f"{self.strategy!r}. Fix: strategy: ddp."
+            )
+        if self.deepspeed_config is not None:
+            _check_mapping(o, "deepspeed_config", self.deepspeed_config)
+        if self.strategy == "deepspeed" and self.num_workers == 0:
+            raise ValueError(
+                "`resources.strategy` 'deepspeed' needs Ray Train workers, but "
+                "`resources.num_workers` is 0. Fix: set num_workers >= 1 or strategy: ddp."
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Resources:
+        _check_mapping("", "resources", data)
+        _unknown_fields(cls, data, "resources.")
+        return cls(**data)
+
+
+@dataclass
+class ExperimentSpec:
+    """One search experiment. Every field but ``name`` has a default."""
+
+    name: str
+    """Experiment name: the store partition and Ray's run folder. No path separators."""
+    task: str = "digits"
+    """Registered task name (see ``efficient_search.tasks.TASKS``)."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the task's training loop, e.g. ``{epochs: 4}``."""
+    search_space: Any = None
+    """Search-space dict (YAML form or Ray Tune domains), a registered space name, or None for
+    the task's default."""
+    searcher: Any = "random"
+    """Registered searcher name or a Ray ``Searcher``/``SearchAlgorithm`` object."""
+    searcher_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the named searcher."""
+    scheduler: Any = "fifo"
+    """Registered scheduler name or a Ray ``TrialScheduler`` object."""
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the named scheduler."""
+    metric: str | None = None
+    """The objective, as the trial reports it; None takes the task's default."""
+    mode: str | None = None
+    """``min`` or ``max``; None takes the task's default for ``metric``."""
+    num_samples: int = 4
+    """Number of trials."""
+    max_concurrent_trials: int | None = None
+    """Trials running at once (None: as many as resources allow)."""
+    resources: Resources = field(default_factory=Resources)
+    """Resources of each trial."""
+    time_budget_s: float | None = None
+    """Stop the whole search after this many seconds."""
+    store: str = "results"
+    """Parquet store root: a local path or a pyarrow filesystem URI."""
+    storage_path: str | None = None
+    """Where Ray keeps trial checkpoints and experiment state (None: ``<store>/_ray``)."""
+    seed: int = 0
+    """Seed of the searcher and of every trial's training."""
+    resume: bool = False
+    """Continue the experiment of the same name found under ``storage_path`` if there is one."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.resources, Mapping):
+            self.resources = Resources.from_dict(self.resources)
+        elif not isinstance(self.resources, Resources):
+            raise _type_error("", "resources", self.resources, "a mapping", "{num_workers: 2}")
+        validate_experiment_name(self.name, "name")
+        for name in ("task", "store"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise _type_error("", name, value, "a non-empty string", "digits")
+        for name in ("task_options", "searcher_options", "scheduler_options"):
+            _check_mapping("", name, getattr(self, name))
+        if self.metric is not None and not isinstance(self.metric, str):
+            raise _type_error("", "metric", self.metric, "a string", "val_accuracy")
+        if self.mode not in (None, "min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max', but got {self.mode!r}. Fix: mode: max.")
+        _check_number("", "num_samples", self.num_samples, integer=True, minimum=1, example="8")
+        _check_number("", "max_concurrent_trials", self.max_concurrent_trials, integer=True,
+                      minimum=1, optional=True, example="2")
+        _check_number("", "time_budget_s", self.time_budget_s, integer=False, minimum=0,
+                      optional=True, example="600")
+        _check_number("", "seed", self.seed, integer=True, minimum=0, example="0")
+        if self.storage_path is not None and not isinstance(self.storage_path, str):
+            raise _type_error("", "storage_path", self.storage_path, "a string", "/tmp/ray")
+        if not isinstance(self.resume, bool):
+            raise _type_error("", "resume", self.resume, "true or false", "true")
+        for name in ("searcher", "scheduler"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and isinstance(value, (int, float, Mapping, list)):
+                raise _type_error("", name, value, "a registered name or a Ray object", "random")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentSpec:
+        """Build a spec from plain data, rejecting unknown fields with a suggestion."""
+        _check_mapping("", "spec", data)
+        _unknown_fields(cls, data, "")
+        if "name" not in data:
+            raise ValueError("The spec has no `name`. Fix: add e.g. name: digits-demo.")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> ExperimentSpec:
+        """Load a spec from a ``.yaml``/``.yml`` or ``.json`` file."""
+        return cls.from_dict(read_spec_file(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (objects such as a Ray searcher become their class name)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["resources"] = dataclasses.asdict(self.resources)
+        for name in ("searcher", "scheduler", "search_space"):
+            value = getattr(self, name)
+            if not isinstance(value, (str, type(None))) and not _is_plain(value):
+                data[name] = f"<{type(value).__name__}>"
+        return data
+
+
+def _is_plain(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_spec_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML or JSON spec file into a dict, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Spec file {str(path)!r} does not exist. Fix: pass the path of a .yaml file.")
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        data = json.loads(text)
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        raise ValueError(
+            f"Spec file {str(path)!r} must end in .yaml, .yml or .json, not {path.suffix!r}."
+        )
+    if not isinstance(data, dict):
+        raise ValueError(f"Spec file {str(path)!r} must hold a mapping of fields, got {data!r}.")
+    return data

@@ -1,0 +1,152 @@
+"""A Ray Tune callback that appends every reported result to a :class:`ParquetStore`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ray.tune import Callback
+
+from efficient_search.store.parquet import ParquetStore, validate_experiment_name
+from efficient_search.store.rows import ERROR, RUNNING, TERMINATED, make_row, row_key
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+STATE_VERSION = 1
+
+
+class ParquetStoreCallback(Callback):
+    """Buffer one row per reported result and flush it to the store.
+
+    Rows are flushed at trial end, at experiment end, whenever Tune saves the experiment state
+    (so a restored run finds everything its snapshot knows about) and every ``flush_interval_s``
+    seconds. On set-up the keys already in the store are loaded, so a restored experiment
+    neither loses nor duplicates rows.
+
+    Example::
+
+        callback = ParquetStoreCallback("results", experiment="digits", searcher="random")
+        tune.Tuner(fn, run_config=tune.RunConfig(callbacks=[callback])).fit()
+    """
+
+    def __init__(
+        self,
+        store: str | ParquetStore,
+        *,
+        experiment: str,
+        searcher: str = "",
+        scheduler: str = "",
+        seed: int | None = None,
+        hardware: str = "",
+        metadata: Mapping[str, Any] | None = None,
+        flush_interval_s: float = 5.0,
+    ):
+        self.store = store if isinstance(store, ParquetStore) else ParquetStore(store)
+        self.experiment = validate_experiment_name(experiment, "experiment")
+        if flush_interval_s < 0:
+            raise ValueError(f"`flush_interval_s` must be >= 0, but got {flush_interval_s!r}.")
+        self.flush_interval_s = float(flush_interval_s)
+        self._context = {
+            "searcher": searcher,
+            "scheduler": scheduler,
+            "seed": seed,
+            "hardware": hardware,
+        }
+        self._metadata = dict(metadata or {})
+        self._buffer: list[dict[str, Any]] = []
+        self._written: set[tuple[str, int, str]] = set()
+        self._ended: set[str] = set()
+        self._last_flush = time.monotonic()
+        self._rows_written = 0
+
+    # -- Tune hooks ----------------------------------------------------------------------
+    def setup(self, **info: Any) -> None:
+        self._written = self.store.keys(self.experiment)
+        self._ended = {trial_id for trial_id, _, status in self._written if status != RUNNING}
+        if self._metadata:
+            self.store.write_metadata(self.experiment, self._metadata)
+
+    def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict,
+                        **info: Any) -> None:
+        self.add(trial.trial_id, trial.config, result, RUNNING)
+        self._maybe_flush()
+
+    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial,
+                          **info: Any) -> None:
+        self._end(trial, TERMINATED)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
+                       **info: Any) -> None:
+        self._end(trial, ERROR, error=_error_text(trial))
+
+    def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        self._maybe_flush()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self.flush()
+
+    def get_state(self) -> dict[str, Any]:
+        # Tune calls this when it snapshots the experiment: flush first, so that the store
+        # holds every row the snapshot has seen.
+        self.flush()
+        return {"version": STATE_VERSION, "rows_written": self._rows_written}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"ParquetStoreCallback state version {state.get('version')!r} is not "
+                f"{STATE_VERSION}; restore with the efficient-search version that wrote it."
+            )
+        self._rows_written = int(state["rows_written"])
+
+    # -- buffering -----------------------------------------------------------------------
+    def add(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any],
+            status: str, error: str | None = None) -> bool:
+        """Buffer one row; returns False when the store already holds its key."""
+        row = make_row(trial_id=trial_id, config=config, result=result, status=status,
+                       context=self._context, error=error)
+        key = row_key(row)
+        if key in self._written:
+            return False
+        self._written.add(key)
+        self._buffer.append(row)
+        return True
+
+    def _end(self, trial: Trial, status: str, error: str | None = None) -> None:
+        if trial.trial_id not in self._ended:
+            self._ended.add(trial.trial_id)
+            self.add(trial.trial_id, trial.config, trial.last_result or {}, status, error)
+        self.flush()
+
+    def _maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
+    def flush(self) -> int:
+        """Write the buffered rows as one file; returns how many were written."""
+        self._last_flush = time.monotonic()
+        if not self._buffer:
+            return 0
+        rows, self._buffer = self._buffer, []
+        try:
+            written = self.store.append(self.experiment, rows)
+        except BaseException:
+            self._buffer = rows + self._buffer  # keep them for the next flush
+            raise
+        self._rows_written += written
+        return written
+
+
+def _error_text(trial: Trial) -> str:
+    """The last lines of the trial's error file, or the pickled error's text."""
+    try:
+        path = trial.error_file
+        if path:
+            with open(path) as handle:
+                return handle.read()[-2000:]
+    except OSError:
+        pass
+    error = trial.get_pickled_error() if hasattr(trial, "get_pickled_error") else None
+    return repr(error) if error is not None else "trial raised an error"

@@ -1,0 +1,347 @@
+"""An append-only Parquet dataset of trial results, hive-partitioned by experiment.
+
+Layout under the store root::
+
+    experiment=<name>/part-<time_ns>-<uid>.parquet   one file per flush, written whole
+    experiment=<name>/_experiment.json               the run's spec (ignored by Parquet readers)
+
+Every file of one experiment has the same schema, so ``pandas.read_parquet``,
+``pyarrow.dataset.dataset(root, partitioning="hive")``, polars and DuckDB read an experiment
+folder without a schema argument. When a flush brings new columns (a new metric), the
+experiment's files are rewritten once into a single file with the grown schema.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from efficient_search.store.rows import ERROR, IDENTITY_COLUMNS, TERMINATED, row_key
+
+PARTITION_KEY = "experiment"
+METADATA_FILE = "_experiment.json"
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+
+
+def merge_types(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """The narrowest type holding values of both: null < int < float < string."""
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    if pa.types.is_integer(a) and pa.types.is_integer(b):
+        return pa.int64()
+    if _is_numeric(a) and _is_numeric(b):
+        return pa.float64()
+    return pa.string()
+
+
+def merge_schemas(base: pa.Schema, new: pa.Schema) -> pa.Schema:
+    """``base`` with ``new``'s extra columns appended and conflicting types widened."""
+    fields = []
+    for field in base:
+        index = new.get_field_index(field.name)
+        kind = field.type if index < 0 else merge_types(field.type, new.field(index).type)
+        fields.append(pa.field(field.name, kind))
+    fields += [f for f in new if base.get_field_index(f.name) < 0]
+    return pa.schema(fields)
+
+
+def _column(values: list[Any], hint: pa.DataType | None) -> pa.Array:
+    for kind in (hint, None):
+        try:
+            return pa.array(values, type=kind)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            continue
+    return pa.array([None if v is None else str(v) for v in values], type=pa.string())
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema | None = None) -> pa.Table:
+    """Build a table from row dicts; columns known to ``schema`` keep its types where possible."""
+    names = list(IDENTITY_COLUMNS)
+    seen = set(names)
+    for row in rows:
+        for name in row:
+            if name not in seen:
+                seen.add(name)
+                names.append(name)
+    arrays, fields = [], []
+    for name in names:
+        hint = None
+        if schema is not None and schema.get_field_index(name) >= 0:
+            hint = schema.field(name).type
+        array = _column([row.get(name) for row in rows], hint)
+        arrays.append(array)
+        fields.append(pa.field(name, array.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Reorder, cast and null-fill ``table`` to exactly ``schema``."""
+    arrays = []
+    for field in schema:
+        if field.name in table.column_names:
+            arrays.append(table.column(field.name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, type=field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def validate_experiment_name(name: object, field: str = "name") -> str:
+    """Experiment names become folder names: letters, digits, ``_``, ``-`` and single dots."""
+    if not isinstance(name, str):
+        raise TypeError(f"`{field}` must be a string, but got {name!r} ({type(name).__name__}).")
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+    if (
+        not name
+        or ".." in name
+        or name.startswith((".", "_", "-"))
+        or not set(name) <= allowed
+        or len(name) > 200
+    ):
+        raise ValueError(
+            f"`{field}` must be a plain experiment name (letters, digits, '_', '-', '.', no "
+            f"path separators or '..', not starting with '.', '_' or '-'), but got {name!r}. "
+            "Fix: use a name such as 'digits-asha-1'."
+        )
+    return name
+
+
+class ParquetStore:
+    """Reader and writer of the results dataset under ``root`` (a local path or a URI).
+
+    Example::
+
+        store = ParquetStore("results")
+        store.results(experiment="digits-demo")          # every reported row
+        store.trials(experiment="digits-demo", metric="val_accuracy", mode="max")
+        store.best(experiment="digits-demo", metric="val_accuracy", mode="max")
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None):
+        root = os.fspath(root)
+        if not isinstance(root, str) or not root:
+            raise ValueError(f"`store` must be a non-empty path or URI, but got {root!r}.")
+        self.root = root
+        if filesystem is not None:
+            self._fs, self._path = filesystem, root
+        elif "://" in root:
+            self._fs, self._path = pafs.FileSystem.from_uri(root)
+        else:
+            self._fs, self._path = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(root))
+        self._schemas: dict[str, pa.Schema] = {}
+
+    def __repr__(self) -> str:
+        return f"ParquetStore({self.root!r})"
+
+    # -- paths ---------------------------------------------------------------------------
+    def _partition(self, experiment: str) -> str:
+        return f"{self._path}/{PARTITION_KEY}={validate_experiment_name(experiment, 'experiment')}"
+
+    def _data_files(self, experiment: str) -> list[str]:
+        selector = pafs.FileSelector(self._partition(experiment), allow_not_found=True)
+        infos = self._fs.get_file_info(selector)
+        return sorted(
+            i.path
+            for i in infos
+            if i.type == pafs.FileType.File
+            and i.base_name.endswith(".parquet")
+            and not i.base_name.startswith((".", "_"))
+        )
+
+    def _write_whole(self, path: str, write: Any) -> None:
+        """Write to a hidden temp file next to ``path``, then rename it into place."""
+        folder, name = path.rsplit("/", 1)
+        self._fs.create_dir(folder, recursive=True)
+        tmp = f"{folder}/.tmp-{uuid.uuid4().hex}-{name}"
+        with self._fs.open_output_stream(tmp) as stream:
+            write(stream)
+        self._fs.move(tmp, path)
+
+    # -- writing -------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Raise ``ValueError`` naming the store root when it cannot be written."""
+        probe = f"{self._path}/.probe-{uuid.uuid4().hex}"
+        try:
+            self._fs.create_dir(self._path, recursive=True)
+            with self._fs.open_output_stream(probe) as stream:
+                stream.write(b"ok")
+            self._fs.delete_file(probe)
+        except (OSError, pa.ArrowException) as exc:
+            raise ValueError(
+                f"`store` root {self.root!r} is not writable ({type(exc).__name__}: {exc}). "
+                "Fix: pass a directory you can write to, e.g. store: ./results, or a bucket URI."
+            ) from exc
+
+    def _schema(self, experiment: str) -> pa.Schema | None:
+        if experiment not in self._schemas:
+            files = self._data_files(experiment)
+            if not files:
+                return None
+            self._schemas[experiment] = pq.read_schema(files[0], filesystem=self._fs)
+        return self._schemas[experiment]
+
+    def append(self, experiment: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write ``rows`` as one new file of ``experiment``; returns the number of rows."""
+        if not rows:
+            return 0
+        base = self._schema(experiment)
+        table = rows_to_table(rows, base)
+        if base is None:
+            self._write_file(experiment, table)
+        elif merge_schemas(base, table.schema) == base:
+            self._write_file(experiment, conform(table, base))
+        else:
+            self._compact(experiment, table)
+        return table.num_rows
+
+    def _write_file(self, experiment: str, table: pa.Table) -> str:
+        name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+        path = f"{self._partition(experiment)}/{name}"
+        self._write_whole(path, lambda stream: pq.write_table(table, stream))
+        self._schemas[experiment] = table.schema
+        return path
+
+    def _compact(self, experiment: str, table: pa.Table) -> None:
+        """Rewrite the experiment as one file whose schema holds ``table``'s new columns."""
+        old_files = self._data_files(experiment)
+        old = ds.dataset(old_files, format="parquet", filesystem=self._fs).to_table()
+        schema = merge_schemas(old.schema, table.schema)
+        merged = pa.concat_tables([conform(old, schema), conform(table, schema)])
+        self._write_file(experiment, merged)
+        for path in old_files:
+            self._fs.delete_file(path)
+
+    def write_metadata(self, experiment: str, metadata: Mapping[str, Any]) -> None:
+        """Save experiment-level facts (spec, metric, mode) beside the data files."""
+        text = json.dumps(dict(metadata), indent=2, sort_keys=True, default=str).encode()
+        path = f"{self._partition(experiment)}/{METADATA_FILE}"
+        self._write_whole(path, lambda stream: stream.write(text))
+
+    # -- reading -------------------------------------------------------------------------
+    def metadata(self, experiment: str) -> dict[str, Any]:
+        path = f"{self._partition(experiment)}/{METADATA_FILE}"
+        try:
+            with self._fs.open_input_stream(path) as stream:
+                return dict(json.loads(stream.read().decode()))
+        except FileNotFoundError:
+            return {}
+
+    def experiments(self) -> list[str]:
+        """Names of the experiments in the store."""
+        infos = self._fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True))
+        prefix = f"{PARTITION_KEY}="
+        return sorted(
+            i.base_name[len(prefix) :]
+            for i in infos
+            if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix)
+        )
+
+    def _require(self, experiment: str) -> None:
+        if experiment not in self.experiments():
+            known = ", ".join(self.experiments()) or "none yet"
+            raise ValueError(
+                f"`experiment` {experiment!r} is not in the store {self.root!r} "
+                f"(experiments there: {known})."
+            )
+
+    def _read(self, experiment: str, columns: list[str] | None = None) -> pa.Table:
+        files = self._data_files(experiment)
+        if not files:
+            return pa.table({})
+        dataset = ds.dataset(files, format="parquet", filesystem=self._fs)
+        if columns is not None:
+            columns = [c for c in columns if c in dataset.schema.names]
+        return dataset.to_table(columns=columns)
+
+    def keys(self, experiment: str) -> set[tuple[str, int, str]]:
+        """The (trial_id, iteration, status) keys already written for ``experiment``."""
+        table = self._read(experiment, ["trial_id", "iteration", "status"])
+        if table.num_rows == 0:
+            return set()
+        return {row_key(r) for r in table.to_pylist()}
+
+    def results(self, experiment: str | None = None) -> pd.DataFrame:
+        """Every row (one per reported result, plus one end row per trial), oldest first."""
+        names = [experiment] if experiment is not None else self.experiments()
+        if experiment is not None:
+            self._require(experiment)
+        frames = []
+        for name in names:
+            frame = self._read(name).to_pandas()
+            frame.insert(0, PARTITION_KEY, name)
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=[PARTITION_KEY, *IDENTITY_COLUMNS])
+        frame = pd.concat(frames, ignore_index=True)
+        order = ["timestamp", "trial_id", "iteration"]
+        return frame.sort_values(order, kind="stable", na_position="last", ignore_index=True)
+
+    def trials(
+        self, experiment: str, metric: str | None = None, mode: str | None = None
+    ) -> pd.DataFrame:
+        """One row per trial: its config, final status, results count and best ``metric``.
+
+        ``metric`` is a reported name (``val_accuracy``) or a column (``metric.val_accuracy``);
+        both default to what the experiment's run recorded. Sorted best first.
+        """
+        frame = self.results(experiment)
+        metric, mode = self._objective(experiment, metric, mode, frame)
+        reported = frame[~frame["status"].isin([TERMINATED, ERROR])]
+        ends = frame.drop_duplicates("trial_id", keep="last").set_index("trial_id")
+        config_cols = [c for c in frame.columns if c.startswith("config.")]
+        summary = ends[config_cols].copy()
+        summary["status"] = ends["status"]
+        summary["error"] = ends["error"]
+        summary["results"] = reported.groupby("trial_id").size().reindex(summary.index).fillna(0)
+        summary["results"] = summary["results"].astype(int)
+        summary["last_iteration"] = ends["iteration"]
+        grouped = frame.groupby("trial_id")[metric]
+        summary[metric] = grouped.max() if mode == "max" else grouped.min()
+        summary["time_total_s"] = frame.groupby("trial_id")["time_total_s"].max()
+        summary = summary.sort_values(metric, ascending=(mode == "min"), na_position="last")
+        return summary.reset_index()
+
+    def best(
+        self, experiment: str, metric: str | None = None, mode: str | None = None, n: int = 1
+    ) -> pd.DataFrame:
+        """The ``n`` best trials of ``experiment`` (see :meth:`trials`)."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"`n` must be a positive integer, but got {n!r}.")
+        return self.trials(experiment, metric, mode).head(n)
+
+    def _objective(
+        self, experiment: str, metric: str | None, mode: str | None, frame: pd.DataFrame
+    ) -> tuple[str, str]:
+        meta = self.metadata(experiment)
+        metric = metric or meta.get("metric")
+        mode = mode or meta.get("mode")
+        if metric is None or mode is None:
+            raise ValueError(
+                f"`metric` and `mode` are needed to rank experiment {experiment!r}, and its "
+                "metadata has none. Fix: pass metric='val_accuracy', mode='max' (for example)."
+            )
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max', but got {mode!r}.")
+        column = metric if metric.startswith(("metric.", "fidelity.", "cost.")) else f"metric.{metric}"
+        if column not in frame.columns:
+            known = sorted(c for c in frame.columns if c.startswith(("metric.", "cost.", "fidelity.")))
+            raise ValueError(
+                f"`metric` {metric!r} was never reported in experiment {experiment!r}. "
+                f"Reported columns: {', '.join(known) or 'none'}."
+            )
+        return column, mode
+

@@ -1,0 +1,56 @@
+"""Submit a spec to a Ray cluster through the job API (what ``ray job submit`` does)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def submit(spec_path: str | os.PathLike[str], *, address: str, working_dir: str = ".",
+           runtime_env: Mapping[str, Any] | None = None, wait: bool = True,
+           timeout_s: float = 3600.0, poll_s: float = 2.0) -> tuple[str, str]:
+    """Submit ``efficient-search run SPEC`` as a Ray job; returns (job id, final status).
+
+    ``working_dir`` is uploaded as the job's working directory, so ``spec_path`` must lie
+    inside it. With ``wait`` the job's logs are followed until it ends.
+    """
+    from ray.job_submission import JobSubmissionClient
+
+    from efficient_search.spec import ExperimentSpec
+
+    spec_file = Path(spec_path).resolve()
+    root = Path(working_dir).resolve()
+    ExperimentSpec.from_file(spec_file)  # fail here, not on the cluster
+    try:
+        relative = spec_file.relative_to(root)
+    except ValueError:
+        raise ValueError(
+            f"Spec file {str(spec_path)!r} is outside `working_dir` {working_dir!r}, so the "
+            "job could not read it. Fix: pass --working-dir to a folder that holds the spec."
+        ) from None
+    env = {"working_dir": str(root), **dict(runtime_env or {})}
+    client = JobSubmissionClient(address)
+    job_id = client.submit_job(
+        entrypoint=f"efficient-search run {shlex.quote(relative.as_posix())}", runtime_env=env
+    )
+    print(f"submitted job {job_id} to {address}", flush=True)
+    if not wait:
+        return job_id, str(client.get_job_status(job_id))
+    deadline = time.monotonic() + timeout_s
+    shown = 0
+    while True:
+        status = str(client.get_job_status(job_id)).split(".")[-1]
+        logs = client.get_job_logs(job_id)
+        print(logs[shown:], end="", flush=True)
+        shown = len(logs)
+        if status in TERMINAL:
+            return job_id, status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {status} after {timeout_s:.0f} s")
+        time.sleep(poll_s)

@@ -1,0 +1,80 @@
+"""Tasks: a training loop plus the metrics it reports. Tasks know nothing about searching.
+
+A task's ``train_loop(params, options, session, seed)`` trains one configuration ``params``
+with task ``options`` and reports through ``session.report`` once per unit of budget.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from efficient_search.train.session import TrialSession
+
+TrainLoop = Callable[[Mapping[str, Any], Mapping[str, Any], TrialSession, int], None]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task."""
+
+    name: str
+    train_loop: TrainLoop
+    metrics: Mapping[str, str]
+    """Every objective the loop reports, with its natural mode (``min``/``max``)."""
+    default_metric: str
+    default_space: str
+    """Name of the search space used when a spec gives none."""
+    options: Mapping[str, Any]
+    """Valid ``task_options`` and their defaults."""
+
+    def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults overlaid with ``options``; unknown or ill-typed names raise."""
+        for key, value in options.items():
+            if key not in self.options:
+                close = difflib.get_close_matches(str(key), list(self.options), n=1)
+                hint = f"Did you mean {close[0]!r}? " if close else ""
+                raise ValueError(
+                    f"Unknown `task_options.{key}` (value {value!r}) for task {self.name!r}. "
+                    f"{hint}Valid options: {', '.join(self.options)}."
+                )
+            default = self.options[key]
+            if default is not None and not _same_kind(default, value):
+                raise TypeError(
+                    f"`task_options.{key}` must be {type(default).__name__} like the default "
+                    f"{default!r}, but got {value!r} ({type(value).__name__})."
+                )
+        return {**self.options, **options}
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to the registry (later issues register language modelling, SAM...)."""
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The task called ``name``; unknown names list every valid one."""
+    if not isinstance(name, str) or name not in TASKS:
+        close = difflib.get_close_matches(str(name), list(TASKS), n=1)
+        hint = f"Did you mean {close[0]!r}? " if close else ""
+        raise ValueError(f"Unknown `task` {name!r}. {hint}Valid tasks: {', '.join(sorted(TASKS))}.")
+    return TASKS[name]
+
+
+from efficient_search.tasks import digits as _digits  # noqa: E402,F401  (registers itself)
+
+__all__ = ["TASKS", "Task", "get_task", "register_task"]

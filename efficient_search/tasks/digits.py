@@ -1,0 +1,147 @@
+"""Image classification of scikit-learn's 8x8 handwritten digits with a small residual CNN."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from efficient_search.tasks import Task, register_task
+from efficient_search.train.session import TrialSession, new_checkpoint_dir, peak_memory_bytes
+from efficient_search.train.strategy import prepare
+
+CHECKPOINT_FILE = "state.pt"
+
+
+class ResidualBlock(nn.Module):
+    """conv-bn-relu-conv-bn with an identity shortcut."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, W, 8, 8)
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(x + self.bn2(self.conv2(out)))
+
+
+class DigitsResNet(nn.Module):
+    """A stem convolution, ``depth`` residual blocks of ``width`` channels, a linear head.
+
+    The layers are in input-to-output order in ``self.layers`` (stem, blocks..., head), the
+    order a layer-freezing fidelity counts them in.
+    """
+
+    def __init__(self, depth: int, width: int, num_classes: int = 10):
+        super().__init__()
+        if not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"`depth` must be an integer >= 0, but got {depth!r}.")
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"`width` must be an integer >= 1, but got {width!r}.")
+        stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                             nn.ReLU())
+        blocks = [ResidualBlock(width) for _ in range(depth)]
+        head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+        self.layers = nn.Sequential(stem, *blocks, head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, 8, 8) -> (B, 10)
+        return self.layers(x)
+
+
+def load_split(val_fraction: float, data_seed: int) -> tuple[torch.Tensor, ...]:
+    """Digits as (x_train, y_train, x_val, y_val); the split depends only on ``data_seed``."""
+    from sklearn.datasets import load_digits
+
+    images, labels = load_digits(return_X_y=True)
+    x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    y = torch.tensor(labels, dtype=torch.long)
+    order = torch.from_numpy(np.random.default_rng(data_seed).permutation(len(y)))
+    n_val = int(round(val_fraction * len(y)))
+    val, train = order[:n_val], order[n_val:]
+    return x[train], y[train], x[val], y[val]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``x, y``."""
+    model.eval()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y).item()
+    accuracy = (logits.argmax(dim=1) == y).float().mean().item()
+    model.train()
+    return loss, accuracy
+
+
+def train_digits(params: Mapping[str, Any], options: Mapping[str, Any], session: TrialSession,
+                 seed: int) -> None:
+    """Train one configuration for ``options['epochs']`` epochs, reporting after each."""
+    torch.manual_seed(seed)
+    x_train, y_train, x_val, y_val = load_split(options["val_fraction"], options["data_seed"])
+    # Each worker trains on its own shard; together they cover the training set once per epoch.
+    x_train = x_train[session.world_rank :: session.world_size].to(session.device)
+    y_train = y_train[session.world_rank :: session.world_size].to(session.device)
+    x_val, y_val = x_val.to(session.device), y_val.to(session.device)
+
+    model = DigitsResNet(int(params.get("depth", 2)), int(params.get("width", 16)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=float(params.get("lr", 0.05)),
+                                momentum=0.9, weight_decay=float(params.get("weight_decay", 0.0)))
+    batch_size = int(params.get("batch_size", 64))
+    start_epoch, seconds = 0, 0.0
+    if session.resume_dir:
+        state = torch.load(os.path.join(session.resume_dir, CHECKPOINT_FILE), weights_only=True)
+        model.load_state_dict(state["model"])
+        if session.strategy != "deepspeed":
+            optimizer.load_state_dict(state["optimizer"])
+        start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
+    run = prepare(model, optimizer, session, micro_batch_size=batch_size)
+
+    generator = torch.Generator().manual_seed(seed + session.world_rank)
+    for epoch in range(start_epoch, options["epochs"]):
+        started = time.perf_counter()
+        order = torch.randperm(len(y_train), generator=generator).to(session.device)
+        total, batches = 0.0, 0
+        for i in range(0, len(order), batch_size):
+            index = order[i : i + batch_size]
+            loss = F.cross_entropy(run.model(x_train[index]), y_train[index])
+            run.step(loss)
+            total, batches = total + loss.item(), batches + 1
+        seconds += time.perf_counter() - started
+        val_loss, val_accuracy = evaluate(run.module, x_val, y_val)
+        checkpoint = None
+        if session.is_chief:
+            checkpoint = new_checkpoint_dir()
+            state = {"model": run.module.state_dict(), "epoch": epoch + 1, "seconds": seconds,
+                     "optimizer": optimizer.state_dict() if session.strategy != "deepspeed" else {}}
+            torch.save(state, os.path.join(checkpoint, CHECKPOINT_FILE))
+        session.report(
+            {
+                "val_accuracy": val_accuracy,
+                "val_loss": val_loss,
+                "train_loss": total / max(batches, 1),
+                "fidelity/epoch": epoch + 1,
+                "cost/seconds": seconds,
+                "cost/peak_memory_bytes": peak_memory_bytes(session.device),
+            },
+            checkpoint_dir=checkpoint,
+        )
+
+
+DIGITS = register_task(
+    Task(
+        name="digits",
+        train_loop=train_digits,
+        metrics={"val_accuracy": "max", "val_loss": "min", "train_loss": "min"},
+        default_metric="val_accuracy",
+        default_space="digits",
+        options={"epochs": 4, "val_fraction": 0.25, "data_seed": 0},
+    )
+)

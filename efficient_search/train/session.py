@@ -1,0 +1,97 @@
+"""What a task's training loop sees of the trial it runs in.
+
+The same loop runs on Ray Train workers (``TrainWorkerSession``) or inside the Tune trial
+process when a spec asks for no workers (``InProcessSession``); the loop only calls
+``session.report`` and reads ``session.resume_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process: allocated CUDA memory on GPU, resident set size on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+@dataclass
+class TrialSession:
+    """Rank, device and reporting of one training-loop process."""
+
+    world_rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    strategy: str = "ddp"
+    deepspeed_config: Mapping[str, Any] | None = None
+    resume_dir: str | None = None
+    """Checkpoint folder to resume from, or None for a fresh start."""
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or self.strategy == "deepspeed"
+
+    @property
+    def is_chief(self) -> bool:
+        return self.world_rank == 0
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+        raise NotImplementedError
+
+
+class InProcessSession(TrialSession):
+    """Reports straight to Ray Tune from the trial process."""
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(dict(metrics), checkpoint=checkpoint)
+
+
+class TrainWorkerSession(TrialSession):
+    """Reports through Ray Train; every rank reports, only the chief attaches a checkpoint."""
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+        import ray.train
+
+        checkpoint = None
+        if checkpoint_dir and self.is_chief:
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+        ray.train.report(dict(metrics), checkpoint=checkpoint)
+
+
+def train_worker_session(loop_config: Mapping[str, Any]) -> TrainWorkerSession:
+    """The session of a Ray Train worker: Train's own checkpoint wins over the trial's."""
+    import ray.train
+
+    context = ray.train.get_context()
+    checkpoint = ray.train.get_checkpoint()
+    resume_dir = checkpoint.to_directory() if checkpoint else loop_config.get("resume_dir")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", context.get_local_rank())
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return TrainWorkerSession(
+        world_rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+        device=device,
+        strategy=loop_config.get("strategy", "ddp"),
+        deepspeed_config=loop_config.get("deepspeed_config"),
+        resume_dir=resume_dir,
+    )
+
+
+def new_checkpoint_dir() -> str:
+    """A fresh folder for one checkpoint (Ray copies it into the run's storage)."""
+    return tempfile.mkdtemp(prefix="es-ckpt-", dir=os.environ.get("ES_CHECKPOINT_TMP"))

@@ -1,0 +1,93 @@
+"""The Tune trial function: run a task's training loop for one configuration.
+
+With ``resources.num_workers >= 1`` the trial builds and fits a Ray Train ``TorchTrainer``
+(Train V2) whose workers run the loop and whose results reach Tune through
+``TuneReportCallback``. With ``num_workers == 0`` the same loop runs inside the trial process,
+which skips Train's start-up cost for tiny models.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ray import tune
+
+from efficient_search.spec import Resources
+from efficient_search.tasks import get_task
+from efficient_search.train.session import InProcessSession, train_worker_session
+
+#: The CPU share the Tune trial itself holds while its Train workers run (Ray refuses an empty
+#: resource request, and the trial mostly waits on its workers).
+TRIAL_DRIVER_CPUS = 0.01
+
+
+def train_worker_loop(loop_config: dict[str, Any]) -> None:
+    """Entry point of every Ray Train worker."""
+    task = get_task(loop_config["task"])
+    session = train_worker_session(loop_config)
+    task.train_loop(loop_config["params"], loop_config["options"], session, loop_config["seed"])
+
+
+def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resources, seed: int,
+                   storage_path: str) -> Callable[[dict[str, Any]], None]:
+    """The function trainable of an experiment, with its resource request attached."""
+
+    def run_trial(config: dict[str, Any]) -> None:
+        checkpoint = tune.get_checkpoint()
+        loop_config = {
+            "task": task,
+            "options": dict(options),
+            "params": dict(config),
+            "seed": seed,
+            "strategy": resources.strategy,
+            "deepspeed_config": resources.deepspeed_config,
+            "resume_dir": checkpoint.to_directory() if checkpoint else None,
+        }
+        if resources.num_workers == 0:
+            session = InProcessSession(resume_dir=loop_config["resume_dir"])
+            get_task(task).train_loop(loop_config["params"], loop_config["options"], session, seed)
+        else:
+            fit_torch_trainer(loop_config, resources, storage_path)
+
+    return tune.with_resources(run_trial, trial_request(resources))
+
+
+def trial_request(resources: Resources) -> dict[str, float]:
+    """What the Tune trial reserves; Train workers reserve their own placement group."""
+    if resources.num_workers == 0:
+        return {"CPU": max(resources.cpus_per_worker, TRIAL_DRIVER_CPUS),
+                "GPU": resources.gpus_per_worker}
+    return {"CPU": TRIAL_DRIVER_CPUS}
+
+
+def cpus_per_trial(resources: Resources) -> float:
+    """All CPUs one trial holds, driver and workers together."""
+    workers = resources.num_workers * resources.cpus_per_worker
+    return trial_request(resources)["CPU"] + workers
+
+
+def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage_path: str) -> None:
+    """Fit a ``TorchTrainer`` named after the Tune trial; re-fitting the name resumes it."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    use_gpu = resources.gpus_per_worker > 0
+    per_worker = {"CPU": resources.cpus_per_worker}
+    if use_gpu:
+        per_worker["GPU"] = resources.gpus_per_worker
+    trainer = TorchTrainer(
+        train_worker_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=per_worker),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(
+            name=tune.get_context().get_trial_id(),
+            storage_path=os.path.join(storage_path, "_train"),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
