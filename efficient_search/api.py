@@ -166,6 +166,11 @@ def start_ray(cpus_needed: float) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
         return
+    try:  # a cluster started on this machine with `ray start`
+        ray.init(address="auto")
+        return
+    except ConnectionError:
+        pass
     # A local cluster gets at least the CPUs one trial asks for, so that a 2-core laptop can
     # still run 2 workers beside the trial's own small share.
     ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)))

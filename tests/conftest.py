@@ -1,0 +1,31 @@
+"""Test set-up: offline hubs, one local Ray per test session in its own temp folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# Ray's startup banner and metrics exporters are noise in test logs.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+RAY_CPUS = 4
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray for the whole session (short temp path: Ray's sockets limit its length)."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="es-ray-", dir="/tmp")
+    ray.init(address="local", num_cpus=RAY_CPUS, _temp_dir=temp_dir, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
