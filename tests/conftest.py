@@ -15,6 +15,12 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # Ray's startup banner and metrics exporters are noise in test logs.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+# Ray workers inherit this process's environment: let them import functions defined in tests.
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (TESTS_DIR, os.environ.get("PYTHONPATH", "")) if p
+)
+
 RAY_CPUS = 4
 
 

@@ -57,14 +57,12 @@ class ParquetStoreCallback(Callback):
         self._metadata = dict(metadata or {})
         self._buffer: list[dict[str, Any]] = []
         self._written: set[tuple[str, int, str]] = set()
-        self._ended: set[str] = set()
         self._last_flush = time.monotonic()
         self._rows_written = 0
 
     # -- Tune hooks ----------------------------------------------------------------------
     def setup(self, **info: Any) -> None:
         self._written = self.store.keys(self.experiment)
-        self._ended = {trial_id for trial_id, _, status in self._written if status != RUNNING}
         if self._metadata:
             self.store.write_metadata(self.experiment, self._metadata)
 
@@ -115,9 +113,7 @@ class ParquetStoreCallback(Callback):
         return True
 
     def _end(self, trial: Trial, status: str, error: str | None = None) -> None:
-        if trial.trial_id not in self._ended:
-            self._ended.add(trial.trial_id)
-            self.add(trial.trial_id, trial.config, trial.last_result or {}, status, error)
+        self.add(trial.trial_id, trial.config, trial.last_result or {}, status, error)
         self.flush()
 
     def _maybe_flush(self) -> None:
