@@ -103,7 +103,8 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     options = task.resolve_options(spec.task_options)
     metric, mode = objective(spec, task)
     param_space = resolve_search_space(spec.search_space, options, task.default_space)
-    searcher = make_searcher(spec.searcher, seed=spec.seed, options=spec.searcher_options)
+    searcher = make_searcher(spec.searcher, seed=spec.seed, options=spec.searcher_options,
+                             max_concurrent=spec.max_concurrent_trials)
     scheduler = make_scheduler(spec.scheduler, seed=spec.seed, options=spec.scheduler_options)
     store = ParquetStore(spec.store)
     store.check_writable()
@@ -111,6 +112,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
 
     import ray
     from ray import tune
+    from ray.tune.search import Searcher
 
     from efficient_search.trial import cpus_per_trial, make_trainable
 
@@ -141,7 +143,8 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=spec.num_samples,
-                max_concurrent_trials=spec.max_concurrent_trials,
+                max_concurrent_trials=(spec.max_concurrent_trials
+                                       if isinstance(searcher, Searcher) else None),
                 time_budget_s=spec.time_budget_s,
                 reuse_actors=False,
             ),

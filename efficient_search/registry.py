@@ -61,10 +61,17 @@ def _call(kind: str, name: str, factory: Factory, seed: int, options: Mapping[st
     return factory(seed=seed, **options)
 
 
-def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any]) -> SearchAlgorithm:
-    """A search algorithm from a registered name or a Ray object."""
+def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any],
+                  max_concurrent: int | None = None) -> SearchAlgorithm:
+    """A search algorithm from a registered name or a Ray object.
+
+    Tune limits concurrency of ``Searcher`` objects itself; Ray's random/grid generator takes
+    the limit in its constructor, so it is passed there.
+    """
     if isinstance(spec, (Searcher, SearchAlgorithm)):
         return spec
+    if spec == "random" and max_concurrent:
+        options = {**options, "max_concurrent": max_concurrent}
     if not isinstance(spec, str):
         raise TypeError(
             f"`searcher` must be a registered name or a Ray Searcher, but got {spec!r} "
@@ -85,8 +92,8 @@ def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any]) -> Trial
     return _call("scheduler", spec, _lookup("scheduler", SCHEDULERS, spec), seed, options)
 
 
-def _random(*, seed: int) -> SearchAlgorithm:
-    return BasicVariantGenerator(random_state=seed)
+def _random(*, seed: int, max_concurrent: int = 0) -> SearchAlgorithm:
+    return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
 def _asha(*, seed: int, max_t: int = 4, grace_period: int = 1, reduction_factor: float = 2,

@@ -29,6 +29,8 @@ class Task:
     """Name of the search space used when a spec gives none."""
     options: Mapping[str, Any]
     """Valid ``task_options`` and their defaults."""
+    check_options: Callable[[Mapping[str, Any]], None] | None = None
+    """Raises ``ValueError`` for option values the loop cannot use."""
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``options``; unknown or ill-typed names raise."""
@@ -46,7 +48,10 @@ class Task:
                     f"`task_options.{key}` must be {type(default).__name__} like the default "
                     f"{default!r}, but got {value!r} ({type(value).__name__})."
                 )
-        return {**self.options, **options}
+        resolved = {**self.options, **options}
+        if self.check_options is not None:
+            self.check_options(resolved)
+        return resolved
 
 
 def _same_kind(default: Any, value: Any) -> bool:

@@ -104,9 +104,10 @@ def train_digits(params: Mapping[str, Any], options: Mapping[str, Any], session:
         start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
     run = prepare(model, optimizer, session, micro_batch_size=batch_size)
 
-    generator = torch.Generator().manual_seed(seed + session.world_rank)
     for epoch in range(start_epoch, options["epochs"]):
         started = time.perf_counter()
+        # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
         order = torch.randperm(len(y_train), generator=generator).to(session.device)
         total, batches = 0.0, 0
         for i in range(0, len(order), batch_size):
@@ -135,6 +136,15 @@ def train_digits(params: Mapping[str, Any], options: Mapping[str, Any], session:
         )
 
 
+def check_options(options: Mapping[str, Any]) -> None:
+    if options["epochs"] < 1:
+        raise ValueError(f"`task_options.epochs` must be >= 1, but got {options['epochs']!r}.")
+    if not 0 < options["val_fraction"] < 1:
+        raise ValueError(
+            f"`task_options.val_fraction` must lie in (0, 1), but got {options['val_fraction']!r}."
+        )
+
+
 DIGITS = register_task(
     Task(
         name="digits",
@@ -143,5 +153,6 @@ DIGITS = register_task(
         default_metric="val_accuracy",
         default_space="digits",
         options={"epochs": 4, "val_fraction": 0.25, "data_seed": 0},
+        check_options=check_options,
     )
 )

@@ -1,0 +1,73 @@
+"""The digits task's training loop, run directly with a recording session."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import torch
+
+from efficient_search.tasks import get_task
+from efficient_search.tasks.digits import DigitsResNet, load_split
+from efficient_search.train.session import TrialSession
+
+
+class RecordingSession(TrialSession):
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.reports: list[tuple[dict, str | None]] = []
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+        self.reports.append((dict(metrics), checkpoint_dir))
+
+
+PARAMS = {"depth": 2, "width": 16, "lr": 0.1, "batch_size": 32}
+
+
+def test_loop_learns_and_reports_metrics_fidelity_and_cost() -> None:
+    task = get_task("digits")
+    session = RecordingSession()
+    task.train_loop(PARAMS, task.resolve_options({"epochs": 3}), session, 0)
+    metrics = [m for m, _ in session.reports]
+    assert [m["fidelity/epoch"] for m in metrics] == [1, 2, 3]
+    assert metrics[-1]["val_accuracy"] > 0.8, metrics[-1]
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert metrics[-1]["cost/seconds"] > metrics[0]["cost/seconds"] > 0
+    assert metrics[-1]["cost/peak_memory_bytes"] > 0
+    assert all(checkpoint for _, checkpoint in session.reports)
+
+
+def test_resuming_from_a_checkpoint_continues_where_it_stopped() -> None:
+    task = get_task("digits")
+    first = RecordingSession()
+    task.train_loop(PARAMS, task.resolve_options({"epochs": 2}), first, 0)
+    resumed = RecordingSession(resume_dir=first.reports[-1][1])
+    task.train_loop(PARAMS, task.resolve_options({"epochs": 3}), resumed, 0)
+    assert [m["fidelity/epoch"] for m, _ in resumed.reports] == [3]
+    straight = RecordingSession()
+    task.train_loop(PARAMS, task.resolve_options({"epochs": 3}), straight, 0)
+    resumed_loss, straight_loss = (r.reports[-1][0]["val_loss"] for r in (resumed, straight))
+    assert resumed_loss == pytest.approx(straight_loss, rel=1e-4)
+
+
+def test_same_seed_same_result() -> None:
+    task = get_task("digits")
+    runs = []
+    for _ in range(2):
+        session = RecordingSession()
+        task.train_loop(PARAMS, task.resolve_options({"epochs": 1}), session, 5)
+        runs.append(session.reports[-1][0]["val_loss"])
+    assert runs[0] == runs[1]
+
+
+def test_model_depth_is_a_parameter_and_split_is_fixed() -> None:
+    shallow, deep = DigitsResNet(1, 8), DigitsResNet(4, 8)
+    assert len(deep.layers) == len(shallow.layers) + 3
+    assert deep(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    a, b = load_split(0.25, 0), load_split(0.25, 0)
+    assert torch.equal(a[3], b[3]) and len(a[2]) == 449
+    with pytest.raises(ValueError, match="`depth` must be an integer >= 0"):
+        DigitsResNet(-1, 8)
+    with pytest.raises(ValueError, match="`task_options.val_fraction` must lie in"):
+        get_task("digits").resolve_options({"val_fraction": 1.5})

@@ -1,0 +1,105 @@
+"""Bad input: each case fails with a clear error before any trial starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ray import tune
+
+import efficient_search as es
+from efficient_search.spec import ExperimentSpec, Resources
+
+
+def good(**fields: object) -> dict:
+    return {"name": "ok", "num_samples": 1, "resources": {"num_workers": 0}, **fields}
+
+
+def test_yaml_and_json_files_load_into_the_same_spec(tmp_path) -> None:
+    data = good(task_options={"epochs": 2}, scheduler="asha", seed=7)
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    (tmp_path / "s.yaml").write_text(
+        "name: ok\nnum_samples: 1\nresources: {num_workers: 0}\n"
+        "task_options: {epochs: 2}\nscheduler: asha\nseed: 7\n"
+    )
+    from_json = ExperimentSpec.from_file(tmp_path / "s.json")
+    assert from_json == ExperimentSpec.from_file(tmp_path / "s.yaml")
+    assert from_json.resources == Resources(num_workers=0)
+    assert from_json.to_dict()["resources"]["num_workers"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "pattern"),
+    [
+        ({"num_sample": 4}, ValueError, r"`num_sample` \(value 4\)\. Did you mean `num_samples`"),
+        ({"resources": {"num_worker": 2}}, ValueError, r"Did you mean `resources.num_workers`"),
+        ({"num_samples": "4"}, TypeError, r"`num_samples` must be an integer, but got '4'"),
+        ({"num_samples": 0}, ValueError, r"`num_samples` must be >= 1, but got 0"),
+        ({"seed": 1.5}, TypeError, r"`seed` must be an integer"),
+        ({"mode": "maximize"}, ValueError, r"`mode` must be 'min' or 'max', but got 'maximize'"),
+        ({"resources": {"strategy": "fsdp"}}, ValueError, r"`resources.strategy` must be one of"),
+        ({"resources": {"cpus_per_worker": "one"}}, TypeError, r"`resources.cpus_per_worker`"),
+        ({"task_options": [1]}, TypeError, r"`task_options` must be a mapping"),
+        ({"name": "a/b"}, ValueError, r"`name` must be a plain experiment name"),
+        ({"name": "../x"}, ValueError, r"no path separators or '\.\.'"),
+        ({"time_budget_s": -1}, ValueError, r"`time_budget_s` must be >= 0"),
+    ],
+)
+def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pattern) -> None:
+    with pytest.raises(error, match=pattern):
+        ExperimentSpec.from_dict(good(**fields))
+
+
+@pytest.mark.parametrize(
+    ("fields", "error", "pattern"),
+    [
+        ({"task": "digitz"}, ValueError, r"Unknown `task` 'digitz'\. Did you mean 'digits'"),
+        ({"searcher": "randm"}, ValueError, r"Unknown `searcher` 'randm'\. Did you mean 'random'\? "
+                                            r"Valid searchers: .*random"),
+        ({"scheduler": "ashaa"}, ValueError, r"Valid schedulers: asha, fifo, hyperband, median"),
+        ({"scheduler": "asha", "scheduler_options": {"max_tt": 3}}, ValueError,
+         r"Unknown `scheduler_options.max_tt` for scheduler 'asha'"),
+        ({"metric": "accuracy"}, ValueError,
+         r"`metric` 'accuracy' is never reported by task 'digits'\. Fix: use one of val_accuracy"),
+        ({"task_options": {"epoch": 2}}, ValueError,
+         r"Unknown `task_options.epoch`.*Did you mean 'epochs'"),
+        ({"task_options": {"epochs": "2"}}, TypeError, r"`task_options.epochs` must be int"),
+        ({"search_space": {"lr": {"loguniform": [0.1, 0.01]}}}, ValueError,
+         r"`search_space.lr`: `low < high` must hold for loguniform, but got \(low=0.1, high=0.01\)"),
+        ({"search_space": {"lr": {"loguniorm": [0.1, 1]}}}, ValueError,
+         r"unknown domain 'loguniorm'\. Did you mean 'loguniform'"),
+        ({"search_space": "nope"}, ValueError, r"Unknown `search_space` 'nope'"),
+        ({"searcher": 3}, TypeError, r"`searcher` must be a registered name or a Ray object"),
+    ],
+)
+def test_run_rejects_bad_input_before_any_trial(tmp_path, fields, error, pattern) -> None:
+    store = tmp_path / "store"
+    with pytest.raises(error, match=pattern):
+        es.run(good(store=str(store), **fields))
+    assert not store.exists(), "validation must happen before anything is written"
+
+
+def test_run_rejects_an_unwritable_store(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match=r"`store` root .* is not writable.*Fix"):
+        es.run(good(store=str(blocker / "store")))
+
+
+def test_missing_spec_file_and_wrong_suffix(tmp_path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        es.run(str(tmp_path / "missing.yaml"))
+    (tmp_path / "spec.toml").write_text("name = 'x'")
+    with pytest.raises(ValueError, match=r"must end in \.yaml, \.yml or \.json"):
+        es.run(str(tmp_path / "spec.toml"))
+
+
+def test_ray_objects_are_accepted_from_python() -> None:
+    from efficient_search.registry import make_scheduler, make_searcher
+
+    searcher = tune.search.BasicVariantGenerator(random_state=1)
+    scheduler = tune.schedulers.AsyncHyperBandScheduler(max_t=3)
+    assert make_searcher(searcher, seed=0, options={}) is searcher
+    assert make_scheduler(scheduler, seed=0, options={}) is scheduler
+    spec = ExperimentSpec(name="obj", searcher=searcher, scheduler=scheduler)
+    assert spec.to_dict()["searcher"] == "<BasicVariantGenerator>"
