@@ -12,6 +12,21 @@ from typing import Any
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
+def auth_headers() -> dict[str, str]:
+    """The bearer-token header of a Ray cluster with token authentication (Ray's default).
+
+    The token is read where Ray keeps it: ``RAY_AUTH_TOKEN``, the file in
+    ``RAY_AUTH_TOKEN_PATH``, or ``~/.ray/auth_token``. ``RAY_AUTH_MODE=disabled`` sends none.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return {}
+    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+        token = path.read_text().strip() if path.is_file() else ""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def submit(spec_path: str | os.PathLike[str], *, address: str, working_dir: str = ".",
            runtime_env: Mapping[str, Any] | None = None, wait: bool = True,
            timeout_s: float = 3600.0, poll_s: float = 2.0) -> tuple[str, str]:
@@ -35,7 +50,7 @@ def submit(spec_path: str | os.PathLike[str], *, address: str, working_dir: str 
             "job could not read it. Fix: pass --working-dir to a folder that holds the spec."
         ) from None
     env = {"working_dir": str(root), **dict(runtime_env or {})}
-    client = JobSubmissionClient(address)
+    client = JobSubmissionClient(address, headers=auth_headers())
     job_id = client.submit_job(
         entrypoint=f"efficient-search run {shlex.quote(relative.as_posix())}", runtime_env=env
     )

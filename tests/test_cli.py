@@ -1,0 +1,71 @@
+"""The command line: run a spec file, report it, and explain bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from efficient_search.cli import main
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def write_spec(folder: Path, **fields: object) -> Path:
+    spec = {
+        "name": "cli-digits",
+        "task_options": {"epochs": 2},
+        "search_space": {"depth": {"randint": [1, 3]}, "lr": {"choice": [0.05, 0.2]},
+                         "width": 8},
+        "scheduler": "asha",
+        "scheduler_options": {"max_t": 2},
+        "num_samples": 3,
+        "resources": {"num_workers": 0},  # the loop runs inside the trial process
+        "store": str(folder / "store"),
+        **fields,
+    }
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_run_then_report_prints_a_ranked_table_and_saves_plots(tmp_path, capsys) -> None:
+    spec = write_spec(tmp_path)
+    assert main(["run", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "report: efficient-search report --store" in out
+
+    store = str(tmp_path / "store")
+    assert main(["report", "--store", store, "--experiment", "cli-digits",
+                 "--out", str(tmp_path / "plots")]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["rank", "trial_id", "depth"]
+    assert len([ln for ln in lines if ln.split()[:1] in (["1"], ["2"], ["3"])]) == 3
+    for name in ("cli-digits-learning-curves.png", "cli-digits-best-so-far.png"):
+        png = tmp_path / "plots" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"saved {png}" in out
+
+
+def test_cli_overrides_and_resume(tmp_path) -> None:
+    spec = write_spec(tmp_path, num_samples=1)
+    assert main(["run", str(spec), "--name", "cli-override", "--num-samples", "2"]) == 0
+    from efficient_search.store import ParquetStore
+
+    store = ParquetStore(tmp_path / "store")
+    assert store.results("cli-override")["trial_id"].nunique() == 2
+    # Resuming a finished experiment runs nothing again and writes no duplicate row.
+    before = len(store.results("cli-override"))
+    assert main(["run", str(spec), "--name", "cli-override", "--resume"]) == 0
+    assert len(store.results("cli-override")) == before
+
+
+def test_bad_input_exits_2_with_the_fix(tmp_path, capsys) -> None:
+    spec = write_spec(tmp_path, searcher="bayes")
+    assert main(["run", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown `searcher` 'bayes'" in err and "Valid searchers: random" in err
+    assert main(["report", "--store", str(tmp_path), "--experiment", "nope"]) == 2
+    assert "'nope' is not in the store" in capsys.readouterr().err
