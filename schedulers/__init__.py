@@ -1,0 +1,1 @@
+"""Ray Tune schedulers of efficient-search, installed as ``efficient_search.schedulers``."""

@@ -5,6 +5,9 @@ Layout under the store root::
     experiment=<name>/part-<time_ns>-<uid>.parquet   one file per flush, written whole
     experiment=<name>/_experiment.json               the run's spec (ignored by Parquet readers)
 
+Trial ends flush small files; once an experiment holds more than ``max_small_files`` files
+under ``small_file_rows`` rows, they are merged into one, so readers open few files.
+
 Every file of one experiment has the same schema, so ``pandas.read_parquet``,
 ``pyarrow.dataset.dataset(root, partitioning="hive")``, polars and DuckDB read an experiment
 folder without a schema argument. When a flush brings new columns (a new metric), the
@@ -131,8 +134,11 @@ class ParquetStore:
         store.best(experiment="digits-demo", metric="val_accuracy", mode="max")
     """
 
-    def __init__(self, root: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None):
+    def __init__(self, root: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None,
+                 max_small_files: int = 16, small_file_rows: int = 50_000):
         root = os.fspath(root)
+        self.max_small_files = max_small_files
+        self.small_file_rows = small_file_rows
         if not isinstance(root, str) or not root:
             raise ValueError(f"`store` must be a non-empty path or URI, but got {root!r}.")
         self.root = root
@@ -204,9 +210,22 @@ class ParquetStore:
             self._write_file(experiment, table)
         elif merge_schemas(base, table.schema) == base:
             self._write_file(experiment, conform(table, base))
+            self._merge_small_files(experiment)
         else:
             self._compact(experiment, table)
         return table.num_rows
+
+    def _merge_small_files(self, experiment: str) -> None:
+        files = self._data_files(experiment)
+        if len(files) <= self.max_small_files:
+            return
+        small = [f for f in files
+                 if pq.ParquetFile(f, filesystem=self._fs).metadata.num_rows < self.small_file_rows]
+        if len(small) > self.max_small_files:
+            merged = ds.dataset(small, format="parquet", filesystem=self._fs).to_table()
+            self._write_file(experiment, merged)
+            for path in small:
+                self._fs.delete_file(path)
 
     def _write_file(self, experiment: str, table: pa.Table) -> str:
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
