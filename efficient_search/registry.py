@@ -62,7 +62,7 @@ def _call(kind: str, name: str, factory: Factory, seed: int, options: Mapping[st
 
 
 def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any],
-                  max_concurrent: int | None = None) -> SearchAlgorithm:
+                  max_concurrent: int | None = None) -> Searcher | SearchAlgorithm:
     """A search algorithm from a registered name or a Ray object.
 
     Tune limits concurrency of ``Searcher`` objects itself; Ray's random/grid generator takes

@@ -36,18 +36,19 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
 
     def run_trial(config: dict[str, Any]) -> None:
         checkpoint = tune.get_checkpoint()
-        loop_config = {
+        resume_dir = checkpoint.to_directory() if checkpoint else None
+        loop_config: dict[str, Any] = {
             "task": task,
             "options": dict(options),
             "params": dict(config),
             "seed": seed,
             "strategy": resources.strategy,
             "deepspeed_config": resources.deepspeed_config,
-            "resume_dir": checkpoint.to_directory() if checkpoint else None,
+            "resume_dir": resume_dir,
         }
         if resources.num_workers == 0:
-            session = InProcessSession(resume_dir=loop_config["resume_dir"])
-            get_task(task).train_loop(loop_config["params"], loop_config["options"], session, seed)
+            session = InProcessSession(resume_dir=resume_dir)
+            get_task(task).train_loop(dict(config), dict(options), session, seed)
         else:
             fit_torch_trainer(loop_config, resources, storage_path)
 
@@ -87,7 +88,7 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
         run_config=RunConfig(
             name=tune.get_context().get_trial_id(),
             storage_path=os.path.join(storage_path, "_train"),
-            callbacks=[TuneReportCallback()],
+            callbacks=[TuneReportCallback()],  # type: ignore[list-item]
         ),
     )
     trainer.fit()

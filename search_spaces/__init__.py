@@ -19,9 +19,8 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ray import tune
-
 from efficient_search.search_spaces.digits import digits_space
+from ray import tune
 
 #: Named search spaces: name -> function(task_options) -> space.
 SPACES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"digits": digits_space}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from ray.tune.search.sample import Categorical, Float, Integer
-
 from efficient_search.search_spaces import parse_search_space, resolve_search_space
+from ray.tune.search.sample import Categorical, Float, Integer
 
 
 def test_yaml_form_becomes_tune_domains() -> None:

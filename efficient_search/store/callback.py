@@ -61,7 +61,8 @@ class ParquetStoreCallback(Callback):
         self._rows_written = 0
 
     # -- Tune hooks ----------------------------------------------------------------------
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None,
+              total_num_samples: int | None = None, **info: Any) -> None:
         self._written = self.store.keys(self.experiment)
         if self._metadata:
             self.store.write_metadata(self.experiment, self._metadata)
