@@ -56,13 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from efficient_search.api import run
+    from efficient_search.report import ranked_table
 
     overrides = {k: v for k, v in {"store": args.store, "name": args.name,
                                    "num_samples": args.num_samples}.items() if v is not None}
     if args.resume:
         overrides["resume"] = True
     result = run(args.spec, **overrides)
-    print(_table(result.trials()))
+    print(_table(ranked_table(result.store, result.spec.name, result.metric, result.mode)))
     print(f"\nstore: {result.store.root}  experiment: {result.spec.name}")
     print(f"report: efficient-search report --store {result.store.root} "
           f"--experiment {result.spec.name}")

@@ -34,6 +34,7 @@ def save_plots(store: ParquetStore, experiment: str, out_dir: str | os.PathLike[
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     results = store.results(experiment)
     column, mode = store._objective(experiment, metric, mode, results)
@@ -44,6 +45,7 @@ def save_plots(store: ParquetStore, experiment: str, out_dir: str | os.PathLike[
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for trial_id, rows in reported.groupby("trial_id"):
         ax.plot(rows["iteration"], rows[column], marker="o", markersize=3, label=trial_id)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="reported result (iteration)", ylabel=column.removeprefix("metric."),
            title=f"{experiment}: learning curves")
     if reported["trial_id"].nunique() <= 12:

@@ -94,6 +94,13 @@ class Resources:
             )
         if self.deepspeed_config is not None:
             _check_mapping(o, "deepspeed_config", self.deepspeed_config)
+        fp16 = (self.deepspeed_config or {}).get("fp16", {})
+        if self.gpus_per_worker == 0 and isinstance(fp16, Mapping) and fp16.get("enabled"):
+            raise ValueError(
+                "`resources.deepspeed_config.fp16.enabled` is true, but the workers have no GPU "
+                "and DeepSpeed on CPU has no fp16. Fix: use bf16: {enabled: true}, or set "
+                "gpus_per_worker."
+            )
         if self.strategy == "deepspeed" and self.num_workers == 0:
             raise ValueError(
                 "`resources.strategy` 'deepspeed' needs Ray Train workers, but "

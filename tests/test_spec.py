@@ -43,6 +43,10 @@ def test_yaml_and_json_files_load_into_the_same_spec(tmp_path) -> None:
         ({"name": "a/b"}, ValueError, r"`name` must be a plain experiment name"),
         ({"name": "../x"}, ValueError, r"no path separators or '\.\.'"),
         ({"time_budget_s": -1}, ValueError, r"`time_budget_s` must be >= 0"),
+        ({"resources": {"strategy": "deepspeed", "deepspeed_config": {"fp16": {"enabled": True}}}},
+         ValueError, r"DeepSpeed on CPU has no fp16\. Fix: use bf16"),
+        ({"resources": {"strategy": "deepspeed", "num_workers": 0}}, ValueError,
+         r"'deepspeed' needs Ray Train workers"),
     ],
 )
 def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pattern) -> None:
@@ -103,3 +107,13 @@ def test_ray_objects_are_accepted_from_python() -> None:
     assert make_scheduler(scheduler, seed=0, options={}) is scheduler
     spec = ExperimentSpec(name="obj", searcher=searcher, scheduler=scheduler)
     assert spec.to_dict()["searcher"] == "<BasicVariantGenerator>"
+
+
+def test_shipped_example_specs_are_valid() -> None:
+    from pathlib import Path
+
+    examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        spec = ExperimentSpec.from_file(path)
+        assert spec.resources.num_workers == 2

@@ -135,3 +135,16 @@ def test_callback_skips_rows_the_store_already_holds(tmp_path) -> None:
     assert added == [False, False, True]
     assert ParquetStore(tmp_path).results("exp")["iteration"].tolist() == [1, 2, 3, 4]
     assert second.get_state() == {"version": 1, "rows_written": 1}
+
+
+def test_callback_flushes_every_few_seconds_while_trials_run(tmp_path) -> None:
+    import time
+
+    callback = ParquetStoreCallback(tmp_path, experiment="exp", flush_interval_s=0.2)
+    callback.setup()
+    callback.add("t1", {}, {"training_iteration": 1}, "RUNNING")
+    callback.on_step_end(iteration=1, trials=[])
+    assert not (tmp_path / "experiment=exp").exists()  # not yet due
+    time.sleep(0.25)
+    callback.on_step_end(iteration=2, trials=[])
+    assert len(ParquetStore(tmp_path).results("exp")) == 1  # visible before the run ends

@@ -79,11 +79,6 @@ def _deepspeed(model: nn.Module, optimizer: torch.optim.Optimizer, session: Tria
 
     config = _merge(DEFAULT_DEEPSPEED_CONFIG, {"train_micro_batch_size_per_gpu": micro_batch_size})
     config = _merge(config, session.deepspeed_config or {})
-    if session.device.type == "cpu" and config.get("fp16", {}).get("enabled"):
-        raise ValueError(
-            "`resources.deepspeed_config.fp16.enabled` is true, but DeepSpeed on CPU has no "
-            "fp16. Fix: use bf16: {enabled: true} or train on GPUs."
-        )
     engine, ds_optimizer, _, _ = deepspeed.initialize(
         model=model, optimizer=optimizer, config=config, dist_init_required=False
     )
