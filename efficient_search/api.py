@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 from collections.abc import Mapping
@@ -95,10 +96,9 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     """
     spec = as_spec(spec)
     if overrides:
-        spec = ExperimentSpec.from_dict({**spec.to_dict(), **overrides, "searcher": spec.searcher,
-                                         "scheduler": spec.scheduler,
-                                         "search_space": overrides.get("search_space",
-                                                                       spec.search_space)})
+        spec = ExperimentSpec.from_dict(
+            {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)} | overrides
+        )
     task = get_task(spec.task)
     options = task.resolve_options(spec.task_options)
     metric, mode = objective(spec, task)

@@ -69,3 +69,22 @@ def test_bad_input_exits_2_with_the_fix(tmp_path, capsys) -> None:
     assert "Unknown `searcher` 'bayes'" in err and "Valid searchers: random" in err
     assert main(["report", "--store", str(tmp_path), "--experiment", "nope"]) == 2
     assert "'nope' is not in the store" in capsys.readouterr().err
+
+
+def test_a_raising_trial_is_recorded_as_errored_next_to_the_others(tmp_path) -> None:
+    from ray.tune.schedulers import FIFOScheduler
+
+    import efficient_search as es
+
+    result = es.run(
+        write_spec(tmp_path),
+        name="with-error",
+        search_space={"depth": {"grid": [1, -1]}, "width": 8},
+        scheduler=FIFOScheduler(),  # a Ray object instead of a name
+        num_samples=1,
+    )
+    trials = result.trials().set_index("config.depth")
+    assert trials.loc[1, "status"] == "TERMINATED" and trials.loc[1, "results"] == 2
+    assert trials.loc[-1, "status"] == "ERROR" and trials.loc[-1, "results"] == 0
+    assert "`depth` must be an integer >= 0, but got -1" in trials.loc[-1, "error"]
+    assert set(result.results()["scheduler"]) == {"FIFOScheduler"}
