@@ -70,9 +70,10 @@ def objective(spec: ExperimentSpec, task: Task) -> tuple[str, str]:
 
 def describe_hardware(resources: Resources) -> str:
     """Where and how trials train, for the store's ``hardware`` column."""
-    workers = resources.num_workers or 1
+    if resources.num_workers == 0:
+        return f"{platform.machine()} in-process cpu={resources.cpus_per_worker:g}"
     return (
-        f"{platform.machine()} {resources.strategy} workers={workers} "
+        f"{platform.machine()} {resources.strategy} workers={resources.num_workers} "
         f"cpu_per_worker={resources.cpus_per_worker:g} gpu_per_worker={resources.gpus_per_worker:g}"
     )
 

@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--experiment", required=True)
     report.add_argument("--metric", help="rank by this metric (default: the run's)")
     report.add_argument("--mode", choices=["min", "max"])
-    report.add_argument("--out", default=None, help="plot folder (default: <store>/_plots)")
+    report.add_argument("--out", default=None,
+                        help="plot folder (default: <store>/_plots, or ./plots for a URI store)")
     return parser
 
 
@@ -76,7 +77,8 @@ def _report(args: argparse.Namespace) -> int:
 
     store = ParquetStore(args.store)
     print(_table(ranked_table(store, args.experiment, args.metric, args.mode)))
-    out = args.out or f"{store.root.rstrip('/')}/_plots"
+    # Plots are local files; a bucket store puts them in ./plots unless --out says otherwise.
+    out = args.out or ("plots" if "://" in store.root else f"{store.root.rstrip('/')}/_plots")
     for path in save_plots(store, args.experiment, out, args.metric, args.mode):
         print(f"saved {path}")
     return 0
