@@ -14,6 +14,7 @@ from typing import Any
 
 from ray import tune
 
+from efficient_search.fidelity import is_restart, run_name
 from efficient_search.spec import Resources
 from efficient_search.tasks import get_task
 from efficient_search.train.session import InProcessSession, train_worker_session
@@ -35,7 +36,7 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
     """The function trainable of an experiment, with its resource request attached."""
 
     def run_trial(config: dict[str, Any]) -> None:
-        checkpoint = tune.get_checkpoint()
+        checkpoint = None if is_restart(config) else tune.get_checkpoint()
         resume_dir = checkpoint.to_directory() if checkpoint else None
         loop_config: dict[str, Any] = {
             "task": task,
@@ -86,7 +87,7 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
                                      resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
-            name=tune.get_context().get_trial_id(),
+            name=run_name(tune.get_context().get_trial_id(), loop_config["params"]),
             storage_path=os.path.join(storage_path, "_train"),
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
         ),
