@@ -152,13 +152,19 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=storage_path,
-                callbacks=[callback],
+                callbacks=[callback, *_state_callbacks(scheduler)],
                 failure_config=tune.FailureConfig(max_failures=0),
                 verbose=1,
             ),
         )
     grid = tuner.fit()
     return RunResult(spec=spec, store=store, metric=f"metric.{metric}", mode=mode, grid=grid)
+
+
+def _state_callbacks(scheduler: Any) -> list[Any]:
+    """Ray does not save scheduler state on restore; schedulers that can, ride on a callback."""
+    make = getattr(scheduler, "state_callback", None)
+    return [make()] if callable(make) else []
 
 
 def start_ray(cpus_needed: float) -> None:

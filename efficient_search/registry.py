@@ -51,6 +51,14 @@ def _lookup(kind: str, registry: Mapping[str, Factory], name: str) -> Factory:
 def _call(kind: str, name: str, factory: Factory, seed: int, options: Mapping[str, Any]) -> Any:
     parameters = inspect.signature(factory).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    missing = [p.name for p in parameters.values()
+               if p.default is p.empty and p.kind is p.KEYWORD_ONLY and p.name != "seed"
+               and p.name not in options]
+    if missing:
+        raise ValueError(
+            f"{kind} {name!r} needs `{kind}_options.{missing[0]}`. "
+            f"Fix: e.g. {kind}_options: {{{', '.join(f'{m}: ...' for m in missing)}}}."
+        )
     for key in options:
         if not takes_any and key not in parameters or key == "seed":
             valid = [p for p in parameters if p != "seed"]
@@ -113,8 +121,21 @@ def _median(*, seed: int, grace_period: float = 1, min_samples_required: int = 3
                               min_samples_required=min_samples_required)
 
 
+def _layer_freezing(*, seed: int, max_trainable_layers: int, epochs: int,
+                    min_trainable_layers: int = 1, reduction_factor: float = 3,
+                    promotion: str = "continue", min_epochs: int | None = None) -> TrialScheduler:
+    from efficient_search.schedulers import LayerFreezingScheduler
+
+    return LayerFreezingScheduler(
+        max_trainable_layers=max_trainable_layers, epochs=epochs,
+        min_trainable_layers=min_trainable_layers, reduction_factor=reduction_factor,
+        promotion=promotion, min_epochs=min_epochs,
+    )
+
+
 register_searcher("random", _random)
 register_scheduler("fifo", lambda *, seed: FIFOScheduler())
 register_scheduler("asha", _asha)
 register_scheduler("hyperband", _hyperband)
 register_scheduler("median", _median)
+register_scheduler("layer_freezing", _layer_freezing)

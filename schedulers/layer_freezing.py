@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from efficient_search.schedulers.rungs import Decision, Rung, RungLadder, make_rungs
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from efficient_search.fidelity import EPOCHS, RESTART, TRAINABLE_LAYERS
-from efficient_search.schedulers.rungs import Decision, Rung, RungLadder, make_rungs
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -85,7 +85,10 @@ class LayerFreezingScheduler(FIFOScheduler):
         self._metric = metric
         self._mode = mode
         self._ladder = RungLadder(self.rungs, reduction_factor, 1.0 if mode != "min" else -1.0)
-        self._promoted: list[str] = []  # paused, waiting to resume one rung up (in order)
+        # Promoted trials in promotion order -> whether choose_trial_to_run handed them out yet.
+        # A promoted trial stays RUNNING while Tune saves it, so only a trial seen RUNNING
+        # *after* being handed out has resumed.
+        self._promoted: dict[str, bool] = {}
         self._finished_rung: set[str] = set()  # ended their current rung's epochs already
 
     # -- Ray's search-property handshake ------------------------------------------------------
@@ -123,8 +126,9 @@ class LayerFreezingScheduler(FIFOScheduler):
             return
         z = trial.config.get(TRAINABLE_LAYERS)
         known = [r.trainable_layers for r in self.rungs]
-        if z in known and trial.status != Trial.PENDING:
-            # Re-added by Tuner.restore without saved state: rebuild from its config.
+        if z in known and trial.last_result:
+            # A trial that ran before, re-added by Tuner.restore without saved scheduler
+            # state (no state callback): rebuild its rung from its config.
             self._ladder.add(trial.trial_id, known.index(z))
             return
         rung = self._ladder.add(trial.trial_id, 0)
@@ -150,25 +154,28 @@ class LayerFreezingScheduler(FIFOScheduler):
         score = float(result[self._metric])
         decision = self._ladder.end_rung(trial.trial_id, score)
         if decision is Decision.PROMOTE:
-            self._promoted.append(trial.trial_id)
+            self._promoted[trial.trial_id] = False
             return TrialScheduler.PAUSE
         return TrialScheduler.STOP
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         trials = {t.trial_id: t for t in tune_controller.get_trials()}
-        for trial_id in list(self._promoted):
+        for trial_id, handed_out in list(self._promoted.items()):
             trial = trials.get(trial_id)
-            if trial is None or trial.status in (Trial.TERMINATED, Trial.ERROR):
-                self._promoted.remove(trial_id)
+            if trial is None or trial.status == Trial.ERROR:
+                del self._promoted[trial_id]
                 continue
-            if trial.status == Trial.RUNNING:
-                self._promoted.remove(trial_id)  # resumed: promotion done
+            if handed_out and trial.status == Trial.RUNNING:
+                del self._promoted[trial_id]  # resumed one rung up: promotion done
                 continue
-            if trial.status == Trial.PAUSED:
+            if trial.status in (Trial.PAUSED, Trial.PENDING):
+                # Tune marks a paused trial it starts as PENDING (and Tuner.restore makes every
+                # unfinished trial PENDING): it resumes one rung up either way.
                 rung = self._ladder.current(trial_id)
                 config = self._rung_config(trial, rung, restart=self.promotion == "restart")
                 if config != trial.config:
                     trial.set_config(config)
+                self._promoted[trial_id] = True
                 return trial
         for trial in trials.values():
             if trial.status == Trial.PENDING:
@@ -176,8 +183,7 @@ class LayerFreezingScheduler(FIFOScheduler):
         return None
 
     def _forget(self, trial: Trial) -> None:
-        if trial.trial_id in self._promoted:
-            self._promoted.remove(trial.trial_id)
+        self._promoted.pop(trial.trial_id, None)
 
     def on_trial_complete(self, tune_controller: TuneController, trial: Trial,
                           result: dict[str, Any]) -> None:
@@ -194,7 +200,7 @@ class LayerFreezingScheduler(FIFOScheduler):
         """Plain, JSON-able state: rungs, scores, pending promotions."""
         return {"version": STATE_VERSION, "promotion": self.promotion, "metric": self._metric,
                 "mode": self._mode, "ladder": self._ladder.get_state(),
-                "promoted": list(self._promoted)}
+                "promoted": [[t, handed] for t, handed in self._promoted.items()]}
 
     def set_state(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
@@ -208,7 +214,7 @@ class LayerFreezingScheduler(FIFOScheduler):
             )
         self._metric, self._mode = state["metric"], state["mode"]
         self._ladder.set_state(state["ladder"])
-        self._promoted = [str(t) for t in state["promoted"]]
+        self._promoted = {str(t): bool(handed) for t, handed in state["promoted"]}
 
     def state_callback(self) -> Callback:
         """A Tune callback that saves this scheduler's state with every experiment snapshot."""

@@ -60,9 +60,12 @@ def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pat
         ({"task": "digitz"}, ValueError, r"Unknown `task` 'digitz'\. Did you mean 'digits'"),
         ({"searcher": "randm"}, ValueError, r"Unknown `searcher` 'randm'\. Did you mean 'random'\? "
                                             r"Valid searchers: .*random"),
-        ({"scheduler": "ashaa"}, ValueError, r"Valid schedulers: asha, fifo, hyperband, median"),
+        ({"scheduler": "ashaa"}, ValueError,
+         r"Valid schedulers: asha, fifo, hyperband, layer_freezing, median"),
         ({"scheduler": "asha", "scheduler_options": {"max_tt": 3}}, ValueError,
          r"Unknown `scheduler_options.max_tt` for scheduler 'asha'"),
+        ({"scheduler": "layer_freezing"}, ValueError,
+         r"scheduler 'layer_freezing' needs `scheduler_options.max_trainable_layers`"),
         ({"metric": "accuracy"}, ValueError,
          r"`metric` 'accuracy' is never reported by task 'digits'\. Fix: use one of val_accuracy"),
         ({"task_options": {"epoch": 2}}, ValueError,

@@ -148,3 +148,10 @@ def test_callback_flushes_every_few_seconds_while_trials_run(tmp_path) -> None:
     time.sleep(0.25)
     callback.on_step_end(iteration=2, trials=[])
     assert len(ParquetStore(tmp_path).results("exp")) == 1  # visible before the run ends
+
+
+def test_an_experiment_without_rows_yet_reads_as_empty(tmp_path) -> None:
+    store = ParquetStore(tmp_path)
+    store.write_metadata("exp", {"metric": "acc", "mode": "max"})  # set-up ran, no flush yet
+    frame = store.results("exp")
+    assert frame.empty and {"trial_id", "iteration", "status"} <= set(frame.columns)

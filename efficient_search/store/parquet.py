@@ -300,7 +300,10 @@ class ParquetStore:
             self._require(experiment)
         frames = []
         for name in names:
-            frame = self._read(name).to_pandas()
+            table = self._read(name)
+            if table.num_rows == 0:  # an experiment whose first flush has not landed yet
+                continue
+            frame = table.to_pandas()
             frame.insert(0, PARTITION_KEY, name)
             frames.append(frame)
         if not frames:

@@ -14,8 +14,8 @@ from torch import nn
 
 from efficient_search.fidelity import EPOCHS, TRAINABLE_LAYERS
 from efficient_search.tasks import Task, register_task
-from efficient_search.train.session import TrialSession, new_checkpoint_dir, peak_memory_bytes
 from efficient_search.train.freezing import freeze_layers, max_fidelity
+from efficient_search.train.session import TrialSession, new_checkpoint_dir, peak_memory_bytes
 from efficient_search.train.strategy import prepare
 
 CHECKPOINT_FILE = "state.pt"

@@ -55,9 +55,10 @@ class WhitelistedController:
         # As Tune's controller: pending or paused trials are removed, running ones completed.
         assert self.scheduler is not None
         if trial.status in (Trial.PENDING, Trial.PAUSED):
-            self.scheduler.on_trial_remove(self, trial)
+            self.scheduler.on_trial_remove(self, trial)  # type: ignore[arg-type]
         elif trial.status == Trial.RUNNING:
-            self.scheduler.on_trial_complete(self, trial, trial.last_result or {})
+            self.scheduler.on_trial_complete(self, trial,  # type: ignore[arg-type]
+                                             trial.last_result or {})
         if trial.status != Trial.ERROR:
             trial.set_status(Trial.TERMINATED)
 
@@ -76,7 +77,7 @@ class Simulation:
     scheduler: TrialScheduler
     configs: list[dict[str, Any]]
     score: Callable[[dict[str, Any], int], float]
-    controller: WhitelistedController = field(default_factory=WhitelistedController)
+    controller: Any = field(default_factory=WhitelistedController)  # stands in for TuneController
     log: list[tuple[str, int, str]] = field(default_factory=list)
     progress: dict[str, int] = field(default_factory=dict)
     epochs_trained: int = 0
@@ -124,6 +125,10 @@ class Simulation:
             decision = self.scheduler.on_trial_result(self.controller, trial, result)
             self.log.append((trial.trial_id, epoch, decision))
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
+                # Tune saves a trial before pausing it, and asks the scheduler for the next
+                # trial meanwhile: the pausing trial is still RUNNING then.
+                if trial.status == Trial.RUNNING:
+                    self.scheduler.choose_trial_to_run(self.controller)
                 trial.set_status(Trial.PAUSED)
                 self.progress[trial.trial_id] = epoch
                 return True
