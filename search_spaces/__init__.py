@@ -19,11 +19,18 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from efficient_search.search_spaces.digits import digits_space
 from ray import tune
 
+from efficient_search.search_spaces.digits import digits_space
+from efficient_search.search_spaces.frozen_layers import frozen_layers_space
+from efficient_search.search_spaces.shakespeare import shakespeare_space
+
 #: Named search spaces: name -> function(task_options) -> space.
-SPACES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {"digits": digits_space}
+SPACES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "digits": digits_space,
+    "shakespeare": shakespeare_space,
+    "frozen_layers": frozen_layers_space,
+}
 
 
 def _bounds(path: str, kind: str, value: Any, integer: bool) -> tuple[Any, Any]:

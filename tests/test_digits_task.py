@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import pytest
 import torch
 
 from efficient_search.tasks import get_task
 from efficient_search.tasks.digits import DigitsResNet, load_split
-from efficient_search.train.session import TrialSession
-
-
-class RecordingSession(TrialSession):
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.reports: list[tuple[dict, str | None]] = []
-
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
-        self.reports.append((dict(metrics), checkpoint_dir))
-
+from efficient_search.testing.sessions import RecordingSession
 
 PARAMS = {"depth": 2, "width": 16, "lr": 0.1, "batch_size": 32}
 
@@ -71,3 +58,18 @@ def test_model_depth_is_a_parameter_and_split_is_fixed() -> None:
         DigitsResNet(-1, 8)
     with pytest.raises(ValueError, match="`task_options.val_fraction` must lie in"):
         get_task("digits").resolve_options({"val_fraction": 1.5})
+
+
+def test_trainable_layers_fidelity_is_reported_and_thawing_continues() -> None:
+    task = get_task("digits")
+    options = task.resolve_options({})
+    low = RecordingSession()
+    task.train_loop({**PARAMS, "trainable_layers": 1, "epochs": 1}, options, low, 0)
+    metrics = low.reports[-1][0]
+    assert metrics["fidelity/trainable_layers"] == 1
+    assert metrics["fidelity/max_trainable_layers"] == 4  # stem + 2 blocks + head
+    thawed = RecordingSession(resume_dir=low.reports[-1][1])
+    task.train_loop({**PARAMS, "trainable_layers": 4, "epochs": 3}, options, thawed, 0)
+    assert [(m["fidelity/epoch"], m["fidelity/trainable_layers"]) for m, _ in thawed.reports] == [
+        (2, 4), (3, 4)]
+    assert thawed.reports[-1][0]["cost/seconds"] > metrics["cost/seconds"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from efficient_search.schedulers import LayerFreezingScheduler
 from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, TrialScheduler
 
+from efficient_search.schedulers import LayerFreezingScheduler
 from efficient_search.testing.schedulers import MAX_EPOCHS, METRIC, TIME_ATTR, SchedulerContract
 
 

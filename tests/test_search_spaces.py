@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from efficient_search.search_spaces import parse_search_space, resolve_search_space
 from ray.tune.search.sample import Categorical, Float, Integer
+
+from efficient_search.search_spaces import parse_search_space, resolve_search_space
 
 
 def test_yaml_form_becomes_tune_domains() -> None:

@@ -81,5 +81,6 @@ def get_task(name: str) -> Task:
 
 
 from efficient_search.tasks import digits as _digits  # noqa: E402,F401  (registers itself)
+from efficient_search.tasks import shakespeare as _shakespeare  # noqa: E402,F401
 
 __all__ = ["TASKS", "Task", "get_task", "register_task"]

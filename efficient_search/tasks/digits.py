@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,13 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from efficient_search.fidelity import EPOCHS, TRAINABLE_LAYERS
 from efficient_search.tasks import Task, register_task
-from efficient_search.train.freezing import freeze_layers, max_fidelity
-from efficient_search.train.session import TrialSession, new_checkpoint_dir, peak_memory_bytes
-from efficient_search.train.strategy import prepare
-
-CHECKPOINT_FILE = "state.pt"
+from efficient_search.train.loop import fit_epochs
+from efficient_search.train.session import TrialSession
+from efficient_search.train.strategy import Prepared
 
 
 class ResidualBlock(nn.Module):
@@ -85,40 +80,16 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
 
 def train_digits(params: Mapping[str, Any], options: Mapping[str, Any], session: TrialSession,
                  seed: int) -> None:
-    """Train one configuration, reporting after each epoch.
-
-    Fidelity keys in ``params``: ``trainable_layers`` (freeze all but the top z layer units;
-    default all) and ``epochs`` (overrides ``options['epochs']``). Resuming from a checkpoint
-    taken with fewer trainable layers keeps the weights and thaws more layers; the optimiser
-    state is kept only when the trainable set is unchanged.
-    """
+    """Train one configuration, reporting after each epoch (see ``fit_epochs``)."""
     torch.manual_seed(seed)
     x_train, y_train, x_val, y_val = load_split(options["val_fraction"], options["data_seed"])
     # Each worker trains on its own shard; together they cover the training set once per epoch.
     x_train = x_train[session.world_rank :: session.world_size].to(session.device)
     y_train = y_train[session.world_rank :: session.world_size].to(session.device)
     x_val, y_val = x_val.to(session.device), y_val.to(session.device)
-
-    model = DigitsResNet(int(params.get("depth", 2)), int(params.get("width", 16)))
-    total_layers = max_fidelity(model)
-    trainable_layers = int(params.get(TRAINABLE_LAYERS) or total_layers)
-    epochs = int(params.get(EPOCHS) or options["epochs"])
-    trainable = freeze_layers(model, min(trainable_layers, total_layers))
-    optimizer = make_optimizer(params, trainable)
     batch_size = int(params.get("batch_size", 64))
-    start_epoch, seconds = 0, 0.0
-    if session.resume_dir:
-        state = torch.load(os.path.join(session.resume_dir, CHECKPOINT_FILE), weights_only=True)
-        model.load_state_dict(state["model"])
-        if state.get("trainable_layers") == trainable_layers and state["optimizer"]:
-            optimizer.load_state_dict(state["optimizer"])
-        start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
-    run = prepare(model, optimizer, session, micro_batch_size=batch_size)
 
-    for epoch in range(start_epoch, epochs):
-        started = time.perf_counter()
-        # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
+    def train_epoch(run: Prepared, generator: torch.Generator) -> float:
         order = torch.randperm(len(y_train), generator=generator).to(session.device)
         total, batches = 0.0, 0
         for i in range(0, len(order), batch_size):
@@ -126,43 +97,15 @@ def train_digits(params: Mapping[str, Any], options: Mapping[str, Any], session:
             loss = F.cross_entropy(run.model(x_train[index]), y_train[index])
             run.step(loss)
             total, batches = total + loss.item(), batches + 1
-        seconds += time.perf_counter() - started
-        val_loss, val_accuracy = evaluate(run.module, x_val, y_val)
-        checkpoint = None
-        if session.is_chief:
-            checkpoint = new_checkpoint_dir()
-            state = {"model": run.module.state_dict(), "epoch": epoch + 1, "seconds": seconds,
-                     "trainable_layers": trainable_layers,
-                     "optimizer": optimizer.state_dict() if session.strategy != "deepspeed" else {}}
-            torch.save(state, os.path.join(checkpoint, CHECKPOINT_FILE))
-        session.report(
-            {
-                "val_accuracy": val_accuracy,
-                "val_loss": val_loss,
-                "train_loss": total / max(batches, 1),
-                "fidelity/epoch": epoch + 1,
-                "fidelity/trainable_layers": min(trainable_layers, total_layers),
-                "fidelity/max_trainable_layers": total_layers,
-                "cost/seconds": seconds,
-                "cost/peak_memory_bytes": peak_memory_bytes(session.device),
-            },
-            checkpoint_dir=checkpoint,
-        )
+        return total / max(batches, 1)
 
+    def validate(model: nn.Module) -> dict[str, float]:
+        val_loss, val_accuracy = evaluate(model, x_val, y_val)
+        return {"val_accuracy": val_accuracy, "val_loss": val_loss}
 
-def make_optimizer(params: Mapping[str, Any], trainable: list[torch.nn.Parameter]
-                   ) -> torch.optim.Optimizer:
-    """SGD with momentum (default) or AdamW, over the trainable parameters only."""
-    lr = float(params.get("lr", 0.05))
-    weight_decay = float(params.get("weight_decay", 0.0))
-    name = params.get("optimizer", "sgd")
-    if name == "sgd":
-        return torch.optim.SGD(trainable, lr=lr, momentum=float(params.get("momentum", 0.9)),
-                               weight_decay=weight_decay)
-    if name == "adamw":
-        betas = (float(params.get("beta1", 0.9)), float(params.get("beta2", 0.999)))
-        return torch.optim.AdamW(trainable, lr=lr, betas=betas, weight_decay=weight_decay)
-    raise ValueError(f"`optimizer` must be 'sgd' or 'adamw', but got {name!r}.")
+    model = DigitsResNet(int(params.get("depth", 2)), int(params.get("width", 16)))
+    fit_epochs(model, params, options, session, seed, train_epoch=train_epoch, evaluate=validate,
+               micro_batch_size=batch_size)
 
 
 def check_options(options: Mapping[str, Any]) -> None:

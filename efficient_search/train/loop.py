@@ -1,0 +1,99 @@
+"""The epoch loop every task shares: freezing, optimiser, resume, checkpoint, report.
+
+A task supplies the model, one epoch of training and an evaluation; ``fit_epochs`` does the
+rest the same way for every task, so fidelity keys, costs and resuming behave alike.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from efficient_search.fidelity import EPOCHS, TRAINABLE_LAYERS
+from efficient_search.train.freezing import freeze_layers, max_fidelity
+from efficient_search.train.session import TrialSession, new_checkpoint_dir, peak_memory_bytes
+from efficient_search.train.strategy import Prepared, prepare
+
+CHECKPOINT_FILE = "state.pt"
+
+#: (prepared model, epoch generator) -> mean training loss of the epoch
+TrainEpoch = Callable[[Prepared, torch.Generator], float]
+#: bare model -> validation metrics
+Evaluate = Callable[[nn.Module], dict[str, float]]
+
+
+def make_optimizer(params: Mapping[str, Any], trainable: list[nn.Parameter],
+                   default: str = "sgd") -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW over the trainable parameters only.
+
+    Keys read from ``params``: ``optimizer`` (sgd|adamw), ``lr``, ``weight_decay``,
+    ``momentum`` (sgd), ``beta1``, ``beta2`` (adamw).
+    """
+    lr = float(params.get("lr", 0.05 if default == "sgd" else 1e-3))
+    weight_decay = float(params.get("weight_decay", 0.0))
+    name = params.get("optimizer", default)
+    if name == "sgd":
+        return torch.optim.SGD(trainable, lr=lr, momentum=float(params.get("momentum", 0.9)),
+                               weight_decay=weight_decay)
+    if name == "adamw":
+        betas = (float(params.get("beta1", 0.9)), float(params.get("beta2", 0.999)))
+        return torch.optim.AdamW(trainable, lr=lr, betas=betas, weight_decay=weight_decay)
+    raise ValueError(f"`optimizer` must be 'sgd' or 'adamw', but got {name!r}.")
+
+
+def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str, Any],
+               session: TrialSession, seed: int, *, train_epoch: TrainEpoch, evaluate: Evaluate,
+               micro_batch_size: int, default_optimizer: str = "sgd") -> None:
+    """Train ``model`` epoch by epoch, reporting metrics, fidelity and cost after each.
+
+    Fidelity keys in ``params``: ``trainable_layers`` (freeze all but the top z layer units;
+    default all) and ``epochs`` (overrides ``options['epochs']``). Resuming from a checkpoint
+    taken with fewer trainable layers keeps the weights and thaws more layers; the optimiser
+    state is kept only when the trainable set is unchanged.
+    """
+    total_layers = max_fidelity(model)
+    trainable_layers = min(int(params.get(TRAINABLE_LAYERS) or total_layers), total_layers)
+    epochs = int(params.get(EPOCHS) or options["epochs"])
+    optimizer = make_optimizer(params, freeze_layers(model, trainable_layers), default_optimizer)
+    start_epoch, seconds = 0, 0.0
+    if session.resume_dir:
+        state = torch.load(os.path.join(session.resume_dir, CHECKPOINT_FILE), weights_only=True)
+        model.load_state_dict(state["model"])
+        if state.get("trainable_layers") == trainable_layers and state["optimizer"]:
+            optimizer.load_state_dict(state["optimizer"])
+        start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
+    run = prepare(model, optimizer, session, micro_batch_size=micro_batch_size)
+
+    for epoch in range(start_epoch, epochs):
+        if session.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(session.device)
+        started = time.perf_counter()
+        # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
+        train_loss = train_epoch(run, generator)
+        seconds += time.perf_counter() - started
+        metrics = evaluate(run.module)
+        checkpoint = None
+        if session.is_chief:
+            checkpoint = new_checkpoint_dir()
+            state = {"model": run.module.state_dict(), "epoch": epoch + 1, "seconds": seconds,
+                     "trainable_layers": trainable_layers,
+                     "optimizer": optimizer.state_dict() if session.strategy != "deepspeed" else {}}
+            torch.save(state, os.path.join(checkpoint, CHECKPOINT_FILE))
+        session.report(
+            {
+                **metrics,
+                "train_loss": train_loss,
+                "fidelity/epoch": epoch + 1,
+                "fidelity/trainable_layers": trainable_layers,
+                "fidelity/max_trainable_layers": total_layers,
+                "cost/seconds": seconds,
+                "cost/peak_memory_bytes": peak_memory_bytes(session.device),
+            },
+            checkpoint_dir=checkpoint,
+        )
