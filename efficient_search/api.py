@@ -154,7 +154,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
                 storage_path=storage_path,
                 callbacks=[callback, *_state_callbacks(scheduler)],
                 failure_config=tune.FailureConfig(max_failures=0),
-                verbose=1,
+                verbose=spec.verbose,
             ),
         )
     grid = tuner.fit()

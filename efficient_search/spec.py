@@ -155,6 +155,8 @@ class ExperimentSpec:
     """Seed of the searcher and of every trial's training."""
     resume: bool = False
     """Continue the experiment of the same name found under ``storage_path`` if there is one."""
+    verbose: int = 1
+    """Ray Tune's progress output: 0 silent, 1 status tables, 2 and 3 more detail."""
 
     def __post_init__(self) -> None:
         if isinstance(self.resources, Mapping):
@@ -180,6 +182,8 @@ class ExperimentSpec:
         _check_number("", "seed", self.seed, integer=True, minimum=0, example="0")
         if self.storage_path is not None and not isinstance(self.storage_path, str):
             raise _type_error("", "storage_path", self.storage_path, "a string", "/tmp/ray")
+        if isinstance(self.verbose, bool) or self.verbose not in (0, 1, 2, 3):
+            raise ValueError(f"`verbose` must be 0, 1, 2 or 3, but got {self.verbose!r}.")
         if not isinstance(self.resume, bool):
             raise _type_error("", "resume", self.resume, "true or false", "true")
         for name in ("searcher", "scheduler"):

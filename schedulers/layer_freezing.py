@@ -49,7 +49,9 @@ class LayerFreezingScheduler(FIFOScheduler):
 
     Args:
         max_trainable_layers: L, the model's number of layer units (``max_fidelity(model)``).
-        epochs: epochs of the last rung (of every rung without ``min_epochs``).
+        epochs: epochs of the last rung (of every rung without ``min_epochs``). With
+            ``continue`` every rung adds its epochs to the trial's count, so the top rung
+            ends at the sum over rungs.
         min_trainable_layers: ``z`` of the first rung.
         reduction_factor: eta: rungs grow ``z`` by eta, and the top 1/eta are promoted.
         promotion: ``continue`` (thaw from the checkpoint) or ``restart`` (train afresh).
@@ -110,9 +112,9 @@ class LayerFreezingScheduler(FIFOScheduler):
     # -- rung bookkeeping ---------------------------------------------------------------------
     def _rung_config(self, trial: Trial, rung: Rung, restart: bool) -> dict[str, Any]:
         epochs = rung.epochs
-        if self.promotion == "continue" and len(set(r.epochs for r in self.rungs)) == 1:
-            # Continuing trials keep their epochs: each rung adds one rung's worth.
-            epochs = rung.epochs * (self.rungs.index(rung) + 1)
+        if self.promotion == "continue":
+            # A continuing trial keeps its epoch count: each rung adds its own epochs.
+            epochs = sum(r.epochs for r in self.rungs[: self.rungs.index(rung) + 1])
         return {**trial.config, TRAINABLE_LAYERS: rung.trainable_layers, EPOCHS: epochs,
                 RESTART: restart}
 

@@ -52,3 +52,14 @@ def test_model_shape_and_spaces() -> None:
     configs = list(grid_configs())
     assert len(configs) == 96 and len({tuple(c.items()) for c in configs}) == 96
     assert set(configs[0]) == set(FROZEN_LAYERS_GRID)
+
+
+def test_frozen_prefix_uses_less_training_memory() -> None:
+    task = get_task("shakespeare")
+    memory = {}
+    for z in (1, 4):
+        session = RecordingSession()
+        task.train_loop({**PARAMS, "trainable_layers": z, "epochs": 1},
+                        task.resolve_options({**OPTIONS, "steps_per_epoch": 3}), session, 0)
+        memory[z] = session.reports[-1][0]["cost/peak_memory_bytes"]
+    assert memory[1] * 3 < memory[4]

@@ -16,6 +16,7 @@ from torch import nn
 
 from efficient_search.fidelity import EPOCHS, TRAINABLE_LAYERS
 from efficient_search.train.freezing import freeze_layers, max_fidelity
+from efficient_search.train.memory import ActivationMeter, training_memory_bytes
 from efficient_search.train.session import TrialSession, new_checkpoint_dir, peak_memory_bytes
 from efficient_search.train.strategy import Prepared, prepare
 
@@ -55,6 +56,10 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
     default all) and ``epochs`` (overrides ``options['epochs']``). Resuming from a checkpoint
     taken with fewer trainable layers keeps the weights and thaws more layers; the optimiser
     state is kept only when the trainable set is unchanged.
+
+    ``cost/peak_memory_bytes`` is the CUDA allocator's peak on GPU, and on CPU the training
+    memory of ``efficient_search.train.memory`` (parameters, gradients, optimiser state, peak
+    saved activations).
     """
     total_layers = max_fidelity(model)
     trainable_layers = min(int(params.get(TRAINABLE_LAYERS) or total_layers), total_layers)
@@ -68,6 +73,8 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
             optimizer.load_state_dict(state["optimizer"])
         start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
     run = prepare(model, optimizer, session, micro_batch_size=micro_batch_size)
+    meter = ActivationMeter()
+    run.on_step.append(meter.step_done)
 
     for epoch in range(start_epoch, epochs):
         if session.device.type == "cuda":
@@ -75,7 +82,11 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
         started = time.perf_counter()
         # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
-        train_loss = train_epoch(run, generator)
+        if session.device.type == "cuda":
+            train_loss = train_epoch(run, generator)
+        else:
+            with meter.watching():
+                train_loss = train_epoch(run, generator)
         seconds += time.perf_counter() - started
         metrics = evaluate(run.module)
         checkpoint = None
@@ -93,7 +104,10 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
                 "fidelity/trainable_layers": trainable_layers,
                 "fidelity/max_trainable_layers": total_layers,
                 "cost/seconds": seconds,
-                "cost/peak_memory_bytes": peak_memory_bytes(session.device),
+                "cost/peak_memory_bytes": (
+                    peak_memory_bytes(session.device) if session.device.type == "cuda"
+                    else training_memory_bytes(run.module, optimizer, meter.peak)
+                ),
             },
             checkpoint_dir=checkpoint,
         )

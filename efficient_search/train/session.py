@@ -18,7 +18,10 @@ import torch
 
 
 def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process: allocated CUDA memory on GPU, resident set size on CPU."""
+    """Peak memory of this process: allocated CUDA memory on GPU, resident set size on CPU.
+
+    The training loop reports finer CPU figures (``efficient_search.train.memory``).
+    """
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

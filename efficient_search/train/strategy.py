@@ -41,6 +41,7 @@ class Prepared:
         self.model = model
         self.optimizer = optimizer
         self._engine = engine
+        self.on_step: list[Any] = []  # callables run after every update
 
     @property
     def module(self) -> nn.Module:
@@ -56,6 +57,8 @@ class Prepared:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+        for callback in self.on_step:
+            callback()
 
 
 def prepare(model: nn.Module, optimizer: torch.optim.Optimizer, session: TrialSession,

@@ -1,0 +1,65 @@
+"""Training-memory measurement that works on CPU as well as on GPU.
+
+On GPU the answer is the CUDA allocator's peak (``torch.cuda.max_memory_allocated``). On CPU
+there is no allocator statistic, and the process RSS is dominated by the libraries, so the
+meter adds up what training holds: parameters, gradients, optimiser state, and the largest set
+of activations autograd saved for one backward pass (counted through
+``torch.autograd.graph.saved_tensors_hooks``, each storage once). Freezing shrinks the last
+three, which is the saving this measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def tensor_bytes(tensors: Iterator[torch.Tensor]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for t in tensors:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
+class ActivationMeter:
+    """Peak bytes autograd saves between two ``step_done()`` calls."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._current = 0
+        self._seen: set[int] = set()
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in self._seen:
+            self._seen.add(storage.data_ptr())
+            self._current += storage.nbytes()
+        return t
+
+    def step_done(self) -> None:
+        self.peak = max(self.peak, self._current)
+        self._current = 0
+        self._seen.clear()
+
+    @contextmanager
+    def watching(self) -> Iterator[ActivationMeter]:
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+            yield self
+        self.step_done()
+
+
+def training_memory_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,
+                          activation_peak: int) -> int:
+    """Parameters + gradients + optimiser state + peak saved activations, in bytes."""
+    params = tensor_bytes(iter(model.parameters()))
+    grads = tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+    state = tensor_bytes(v for s in optimizer.state.values() for v in s.values()
+                         if isinstance(v, torch.Tensor) and v.dim() > 0)
+    return params + grads + state + activation_peak
