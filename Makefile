@@ -35,6 +35,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/store.py
+	$(BIN)/python benchmarks/layer_freezing.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
