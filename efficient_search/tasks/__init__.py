@@ -29,8 +29,10 @@ class Task:
     """Name of the search space used when a spec gives none."""
     options: Mapping[str, Any]
     """Valid ``task_options`` and their defaults."""
-    check_options: Callable[[Mapping[str, Any]], None] | None = None
-    """Raises ``ValueError`` for option values the loop cannot use."""
+    positive_options: tuple[str, ...] = ()
+    """Options that must be >= 1."""
+    fraction_options: tuple[str, ...] = ()
+    """Options that must lie strictly between 0 and 1."""
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``options``; unknown or ill-typed names raise."""
@@ -49,8 +51,14 @@ class Task:
                     f"{default!r}, but got {value!r} ({type(value).__name__})."
                 )
         resolved = {**self.options, **options}
-        if self.check_options is not None:
-            self.check_options(resolved)
+        for key in self.positive_options:
+            if resolved[key] < 1:
+                raise ValueError(f"`task_options.{key}` must be >= 1, but got {resolved[key]!r}.")
+        for key in self.fraction_options:
+            if not 0 < resolved[key] < 1:
+                raise ValueError(
+                    f"`task_options.{key}` must lie in (0, 1), but got {resolved[key]!r}."
+                )
         return resolved
 
 

@@ -108,15 +108,6 @@ def train_digits(params: Mapping[str, Any], options: Mapping[str, Any], session:
                micro_batch_size=batch_size)
 
 
-def check_options(options: Mapping[str, Any]) -> None:
-    if options["epochs"] < 1:
-        raise ValueError(f"`task_options.epochs` must be >= 1, but got {options['epochs']!r}.")
-    if not 0 < options["val_fraction"] < 1:
-        raise ValueError(
-            f"`task_options.val_fraction` must lie in (0, 1), but got {options['val_fraction']!r}."
-        )
-
-
 DIGITS = register_task(
     Task(
         name="digits",
@@ -125,6 +116,7 @@ DIGITS = register_task(
         default_metric="val_accuracy",
         default_space="digits",
         options={"epochs": 4, "val_fraction": 0.25, "data_seed": 0},
-        check_options=check_options,
+        positive_options=("epochs",),
+        fraction_options=("val_fraction",),
     )
 )

@@ -120,16 +120,6 @@ def train_shakespeare(params: Mapping[str, Any], options: Mapping[str, Any],
                micro_batch_size=batch_size, default_optimizer="adamw")
 
 
-def check_options(options: Mapping[str, Any]) -> None:
-    for key in ("epochs", "steps_per_epoch", "block_size", "eval_windows", "max_chars"):
-        if options[key] < 1:
-            raise ValueError(f"`task_options.{key}` must be >= 1, but got {options[key]!r}.")
-    if not 0 < options["val_fraction"] < 1:
-        raise ValueError(
-            f"`task_options.val_fraction` must lie in (0, 1), but got {options['val_fraction']!r}."
-        )
-
-
 SHAKESPEARE = register_task(
     Task(
         name="shakespeare",
@@ -139,6 +129,7 @@ SHAKESPEARE = register_task(
         default_space="shakespeare",
         options={"epochs": 3, "steps_per_epoch": 40, "block_size": 64, "eval_windows": 64,
                  "max_chars": 400_000, "val_fraction": 0.1},
-        check_options=check_options,
+        positive_options=("epochs", "steps_per_epoch", "block_size", "eval_windows", "max_chars"),
+        fraction_options=("val_fraction",),
     )
 )
