@@ -75,7 +75,7 @@ def fidelity_quality(configs: list[dict[str, Any]], zs: list[int], options: dict
                 score = score if math.isfinite(score) else (-1.0 if task["mode"] == "max" else 99.0)
                 rows.append({"task": task_name, "config": i, "z": z, "score": score,
                              "seconds": metrics["cost/seconds"]})
-                log.append({"part": "quality", "task": task_name, "config_index": i, **config,
+                log.append({"task": task_name, "config_index": i, **config,
                             "trainable_layers": z, "score": score,
                             "cost/seconds": metrics["cost/seconds"]})
             print(f"  (a) {task_name}: {i + 1}/{len(configs)} configs at z={zs} "
@@ -273,7 +273,7 @@ def main() -> None:
         figures[f"compute_ratio_vs_asha_{variant[15:]}"] = float(row["compute_s"] / asha["compute_s"])
         figures[f"best_gap_vs_asha_{variant[15:]}"] = float(asha["best_full"] - row["best_full"])
     record(args.store, log, quality, cost, e2e, figures, quick=args.quick)
-    plot(quality, cost, e2e)
+    plot(quality, cost, e2e, quick=args.quick)
     print("RESULT layer_freezing " + " ".join(f"{k}={v:.3g}" for k, v in figures.items()))
 
 
@@ -297,7 +297,7 @@ def record(store_root: str, log: list[dict[str, Any]], quality: pd.DataFrame, co
     callback.flush()
 
 
-def plot(quality: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame) -> None:
+def plot(quality: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame, quick: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -326,8 +326,9 @@ def plot(quality: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame) -> None:
     axes[2].set(xlabel="total training compute (s)", ylabel="best full-fidelity accuracy",
                 title="(c) end to end on digits")
     fig.tight_layout()
-    fig.savefig(RESULTS_DIR / f"{NAME}.png", dpi=120)
-    print(f"saved {RESULTS_DIR / f'{NAME}.png'}")
+    path = RESULTS_DIR / f"{NAME}{'-quick' if quick else ''}.png"  # quick runs keep the full plot
+    fig.savefig(path, dpi=120)
+    print(f"saved {path}")
 
 
 if __name__ == "__main__":

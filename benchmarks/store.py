@@ -148,7 +148,7 @@ def main() -> None:
         "load_speedup_vs_ray": ray_load_s / ours_load,
     }
     record(args.store, figures, quick=args.quick)
-    plot(figures)
+    plot(figures, quick=args.quick)
     print("RESULT store " + " ".join(
         f"{k}={v:.4g}" for k, v in figures.items() if k in
         ("ingest_rows_per_s", "append_ms_per_result", "load_speedup_vs_ray", "rows")))
@@ -165,7 +165,7 @@ def record(store_root: str, figures: dict[str, float], quick: bool) -> None:
     callback.flush()
 
 
-def plot(figures: dict[str, float]) -> None:
+def plot(figures: dict[str, float], quick: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,8 +181,9 @@ def plot(figures: dict[str, float]) -> None:
     right.bar(names, per_result, color=["C0", "C7"])
     right.set(ylabel="ms per reported result", title="callback cost per result")
     fig.tight_layout()
-    fig.savefig(RESULTS_DIR / "store.png", dpi=120)
-    print(f"saved {RESULTS_DIR / 'store.png'}")
+    path = RESULTS_DIR / f"store{'-quick' if quick else ''}.png"  # quick runs keep the full plot
+    fig.savefig(path, dpi=120)
+    print(f"saved {path}")
 
 
 if __name__ == "__main__":
