@@ -58,6 +58,7 @@ def train_once(task_name: str, params: dict[str, Any], options: dict[str, Any],
     task = get_task(task_name)
     session = RecordingSession()
     task.train_loop(params, task.resolve_options(options), session, seed)
+    session.cleanup()
     return session.reports[-1][0]
 
 
@@ -119,7 +120,7 @@ def step_cost(zs: list[int], steps: int, seed: int) -> pd.DataFrame:
             model = make_model()
             optimizer = torch.optim.AdamW(freeze_layers(model, z), lr=1e-3)
             x = make_input()
-            meter = ActivationMeter()
+            meter = ActivationMeter(model)
             times = []
             for step in range(steps + 2):
                 started = time.perf_counter()

@@ -120,7 +120,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     if not ray.is_initialized():
         start_ray(cpus_per_trial(spec.resources))
     trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
-                               seed=spec.seed, storage_path=storage_path)
+                               seed=spec.seed, storage_path=storage_path, experiment=spec.name)
     callback = ParquetStoreCallback(
         store,
         experiment=spec.name,
@@ -131,7 +131,16 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
         metadata={"spec": spec.to_dict(), "metric": metric, "mode": mode},
     )
     experiment_path = os.path.join(storage_path, spec.name)
-    if spec.resume and tune.Tuner.can_restore(experiment_path):
+    can_restore = tune.Tuner.can_restore(experiment_path)
+    if not spec.resume and spec.name in store.experiments() and store.keys(spec.name):
+        raise ValueError(
+            f"Experiment `name` {spec.name!r} already has results in the store {store.root!r}. "
+            "Fix: pass resume: true (--resume) to continue it, or choose a new name."
+        )
+    if spec.resume and not can_restore:
+        print(f"efficient-search: nothing to resume at {experiment_path}; starting "
+              f"{spec.name!r} afresh.", flush=True)
+    if spec.resume and can_restore:
         tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
                                    resume_errored=False, restart_errored=False)
     else:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,8 +46,8 @@ def _check_number(owner: str, name: str, value: Any, *, integer: bool, minimum: 
     if isinstance(value, bool) or not isinstance(value, kinds):
         expected = "an integer" if integer else "a number"
         raise _type_error(owner, name, value, expected + (" or null" if optional else ""), example)
-    if value < minimum:
-        raise ValueError(f"`{owner}{name}` must be >= {minimum}, but got {value!r}.")
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"`{owner}{name}` must be a finite number >= {minimum}, but got {value!r}.")
 
 
 def _check_mapping(owner: str, name: str, value: Any) -> None:
@@ -100,6 +101,12 @@ class Resources:
                 "`resources.deepspeed_config.fp16.enabled` is true, but the workers have no GPU "
                 "and DeepSpeed on CPU has no fp16. Fix: use bf16: {enabled: true}, or set "
                 "gpus_per_worker."
+            )
+        zero = (self.deepspeed_config or {}).get("zero_optimization", {})
+        if isinstance(zero, Mapping) and zero.get("stage", 0) == 3:
+            raise ValueError(
+                "`resources.deepspeed_config.zero_optimization.stage` 3 is not supported yet: "
+                "its partitioned weights would make empty checkpoints. Fix: use stage 1 or 2."
             )
         if self.strategy == "deepspeed" and self.num_workers == 0:
             raise ValueError(
@@ -164,10 +171,10 @@ class ExperimentSpec:
         elif not isinstance(self.resources, Resources):
             raise _type_error("", "resources", self.resources, "a mapping", "{num_workers: 2}")
         validate_experiment_name(self.name, "name")
-        for name in ("task", "store"):
+        for name, example in (("task", "digits"), ("store", "./results")):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise _type_error("", name, value, "a non-empty string", "digits")
+                raise _type_error("", name, value, "a non-empty string", example)
         for name in ("task_options", "searcher_options", "scheduler_options"):
             _check_mapping("", name, getattr(self, name))
         if self.metric is not None and not isinstance(self.metric, str):

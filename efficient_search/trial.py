@@ -32,7 +32,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
 
 
 def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resources, seed: int,
-                   storage_path: str) -> Callable[[dict[str, Any]], None]:
+                   storage_path: str, experiment: str) -> Callable[[dict[str, Any]], None]:
     """The function trainable of an experiment, with its resource request attached."""
 
     def run_trial(config: dict[str, Any]) -> None:
@@ -48,10 +48,14 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
             "resume_dir": resume_dir,
         }
         if resources.num_workers == 0:
-            session = InProcessSession(resume_dir=resume_dir)
+            import torch
+
+            use_gpu = resources.gpus_per_worker > 0 and torch.cuda.is_available()
+            session = InProcessSession(resume_dir=resume_dir,
+                                       device=torch.device("cuda" if use_gpu else "cpu"))
             get_task(task).train_loop(dict(config), dict(options), session, seed)
         else:
-            fit_torch_trainer(loop_config, resources, storage_path)
+            fit_torch_trainer(loop_config, resources, os.path.join(storage_path, "_train", experiment))
 
     return tune.with_resources(run_trial, trial_request(resources))
 
@@ -71,7 +75,10 @@ def cpus_per_trial(resources: Resources) -> float:
 
 
 def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage_path: str) -> None:
-    """Fit a ``TorchTrainer`` named after the Tune trial; re-fitting the name resumes it."""
+    """Fit a ``TorchTrainer`` named after the Tune trial; re-fitting the name resumes it.
+
+    ``storage_path`` is the experiment's own Train folder, so trial ids never collide.
+    """
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -88,7 +95,7 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
             name=run_name(tune.get_context().get_trial_id(), loop_config["params"]),
-            storage_path=os.path.join(storage_path, "_train"),
+            storage_path=storage_path,
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
         ),
     )

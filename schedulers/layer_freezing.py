@@ -125,6 +125,12 @@ class LayerFreezingScheduler(FIFOScheduler):
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
         self._check_objective()
         if trial.trial_id in self._ladder.rung_of:
+            if trial.trial_id in self._promoted:
+                # Tuner.restore makes every unfinished trial PENDING, and Tune starts PENDING
+                # trials without asking: write the next rung's config now.
+                rung = self._ladder.current(trial.trial_id)
+                trial.set_config(self._rung_config(trial, rung,
+                                                   restart=self.promotion == "restart"))
             return
         z = trial.config.get(TRAINABLE_LAYERS)
         known = [r.trainable_layers for r in self.rungs]

@@ -71,6 +71,21 @@ def test_bad_input_exits_2_with_the_fix(tmp_path, capsys) -> None:
     assert "'nope' is not in the store" in capsys.readouterr().err
 
 
+def test_rerunning_an_experiment_needs_resume_and_other_metrics_need_a_mode(tmp_path,
+                                                                            capsys) -> None:
+    spec = write_spec(tmp_path, num_samples=1, search_space={"depth": 1, "width": 8})
+    assert main(["run", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(spec)]) == 2
+    assert "already has results" in capsys.readouterr().err
+    store = str(tmp_path / "store")
+    assert main(["report", "--store", store, "--experiment", "cli-digits",
+                 "--metric", "val_loss"]) == 2
+    assert "`mode` is needed to rank" in capsys.readouterr().err
+    assert main(["report", "--store", store, "--experiment", "cli-digits", "--metric", "val_loss",
+                 "--mode", "min", "--out", str(tmp_path / "plots")]) == 0
+
+
 def test_a_raising_trial_is_recorded_as_errored_next_to_the_others(tmp_path) -> None:
     from ray.tune.schedulers import FIFOScheduler
 

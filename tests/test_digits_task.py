@@ -73,3 +73,10 @@ def test_trainable_layers_fidelity_is_reported_and_thawing_continues() -> None:
     assert [(m["fidelity/epoch"], m["fidelity/trainable_layers"]) for m, _ in thawed.reports] == [
         (2, 4), (3, 4)]
     assert thawed.reports[-1][0]["cost/seconds"] > metrics["cost/seconds"]
+
+
+def test_more_trainable_layers_than_the_model_has_is_an_error() -> None:
+    task = get_task("digits")
+    with pytest.raises(ValueError, match=r"`trainable_layers` 9 does not fit this model's 4 layer"):
+        task.train_loop({**PARAMS, "trainable_layers": 9}, task.resolve_options({}),
+                        RecordingSession(), 0)

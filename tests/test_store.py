@@ -155,3 +155,13 @@ def test_an_experiment_without_rows_yet_reads_as_empty(tmp_path) -> None:
     store.write_metadata("exp", {"metric": "acc", "mode": "max"})  # set-up ran, no flush yet
     frame = store.results("exp")
     assert frame.empty and {"trial_id", "iteration", "status"} <= set(frame.columns)
+
+
+def test_duplicates_left_by_an_interrupted_merge_are_read_once(tmp_path) -> None:
+    store = ParquetStore(tmp_path)
+    store.append("exp", rows("t1", 2))
+    folder = tmp_path / "experiment=exp"
+    (original,) = [p for p in folder.iterdir() if p.suffix == ".parquet"]
+    # A crash after writing a merged copy but before deleting the source leaves both.
+    (folder / "part-99999999999999999999-copy.parquet").write_bytes(original.read_bytes())
+    assert len(ParquetStore(tmp_path).results("exp")) == 2

@@ -63,6 +63,7 @@ class ParquetStoreCallback(Callback):
     # -- Tune hooks ----------------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: int | None = None,
               total_num_samples: int | None = None, **info: Any) -> None:
+        self._last_flush = time.monotonic()  # a restored callback's clock may be from another boot
         self._written = self.store.keys(self.experiment)
         if self._metadata:
             self.store.write_metadata(self.experiment, self._metadata)

@@ -17,6 +17,7 @@ experiment's files are rewritten once into a single file with the grown schema.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -30,6 +31,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from efficient_search.store.rows import ERROR, IDENTITY_COLUMNS, TERMINATED, row_key
+
+logger = logging.getLogger(__name__)
 
 PARTITION_KEY = "experiment"
 METADATA_FILE = "_experiment.json"
@@ -136,6 +139,8 @@ class ParquetStore:
 
     def __init__(self, root: str | os.PathLike[str], *, filesystem: pafs.FileSystem | None = None,
                  max_small_files: int = 16, small_file_rows: int = 50_000):
+        if not isinstance(root, (str, os.PathLike)):
+            raise TypeError(f"`store` must be a path or URI string, but got {root!r}.")
         root = os.fspath(root)
         self.max_small_files = max_small_files
         self.small_file_rows = small_file_rows
@@ -210,7 +215,11 @@ class ParquetStore:
             self._write_file(experiment, table)
         elif merge_schemas(base, table.schema) == base:
             self._write_file(experiment, conform(table, base))
-            self._merge_small_files(experiment)
+            try:  # the rows are safe on disk already: a failed merge must not re-send them
+                self._merge_small_files(experiment)
+            except (OSError, pa.ArrowException) as exc:
+                logger.warning("Merging small files of %r failed (%s); will retry later.",
+                               experiment, exc)
         else:
             self._compact(experiment, table)
         return table.num_rows
@@ -281,7 +290,13 @@ class ParquetStore:
         files = self._data_files(experiment)
         if not files:
             return pa.table({})
-        dataset = ds.dataset(files, format="parquet", filesystem=self._fs)
+        # Files of one experiment share a schema, except after a crash between writing a merged
+        # file and deleting the ones it replaced: unify so no column is dropped.
+        schemas = [pq.read_schema(f, filesystem=self._fs) for f in files]
+        schema = schemas[0]
+        for other in schemas[1:]:
+            schema = merge_schemas(schema, other)
+        dataset = ds.dataset(files, format="parquet", filesystem=self._fs, schema=schema)
         if columns is not None:
             columns = [c for c in columns if c in dataset.schema.names]
         return dataset.to_table(columns=columns)
@@ -309,6 +324,9 @@ class ParquetStore:
         if not frames:
             return pd.DataFrame(columns=[PARTITION_KEY, *IDENTITY_COLUMNS])
         frame = pd.concat(frames, ignore_index=True)
+        # A crash between writing a merged file and deleting its sources leaves duplicates.
+        frame = frame.drop_duplicates([PARTITION_KEY, "trial_id", "iteration", "status"],
+                                      keep="last")
         order = ["timestamp", "trial_id", "iteration"]
         return frame.sort_values(order, kind="stable", na_position="last", ignore_index=True)
 
@@ -349,6 +367,12 @@ class ParquetStore:
         self, experiment: str, metric: str | None, mode: str | None, frame: pd.DataFrame
     ) -> tuple[str, str]:
         meta = self.metadata(experiment)
+        if metric is not None and mode is None and metric.removeprefix("metric.") != meta.get(
+                "metric"):
+            raise ValueError(
+                f"`mode` is needed to rank experiment {experiment!r} by {metric!r}, which is not "
+                f"the metric it ran with ({meta.get('metric')!r}). Fix: pass mode='min' or 'max'."
+            )
         metric = metric or meta.get("metric")
         mode = mode or meta.get("mode")
         if metric is None or mode is None:

@@ -83,9 +83,11 @@ def train_digits(params: Mapping[str, Any], options: Mapping[str, Any], session:
     """Train one configuration, reporting after each epoch (see ``fit_epochs``)."""
     torch.manual_seed(seed)
     x_train, y_train, x_val, y_val = load_split(options["val_fraction"], options["data_seed"])
-    # Each worker trains on its own shard; together they cover the training set once per epoch.
-    x_train = x_train[session.world_rank :: session.world_size].to(session.device)
-    y_train = y_train[session.world_rank :: session.world_size].to(session.device)
+    # Each worker trains on its own shard of equal size (DDP needs the same number of steps on
+    # every rank); together they cover the training set once per epoch.
+    usable = len(y_train) - len(y_train) % session.world_size
+    x_train = x_train[session.world_rank : usable : session.world_size].to(session.device)
+    y_train = y_train[session.world_rank : usable : session.world_size].to(session.device)
     x_val, y_val = x_val.to(session.device), y_val.to(session.device)
     batch_size = int(params.get("batch_size", 64))
 

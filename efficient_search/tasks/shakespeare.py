@@ -90,6 +90,12 @@ def train_shakespeare(params: Mapping[str, Any], options: Mapping[str, Any],
     ids, vocab = encode(load_text(options["max_chars"]))
     block = options["block_size"]
     n_val = int(len(ids) * options["val_fraction"])
+    if min(n_val, len(ids) - n_val) <= block + 1:
+        raise ValueError(
+            f"`task_options.max_chars` {options['max_chars']} with `val_fraction` "
+            f"{options['val_fraction']} leaves {n_val} validation and {len(ids) - n_val} training "
+            f"characters, fewer than one window of `block_size` {block}. Fix: raise max_chars."
+        )
     train_ids, val_ids = ids[:-n_val], ids[-n_val:]
     val_starts = torch.arange(0, len(val_ids) - block - 1, block)[: options["eval_windows"]]
     x_val, y_val = (t.to(session.device) for t in windows(val_ids, val_starts, block))

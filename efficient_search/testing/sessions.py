@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,3 +18,9 @@ class RecordingSession(TrialSession):
 
     def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
         self.reports.append((dict(metrics), checkpoint_dir))
+
+    def cleanup(self) -> None:
+        """Delete the checkpoint folders the reports point at."""
+        for _, checkpoint_dir in self.reports:
+            if checkpoint_dir:
+                shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -62,7 +62,14 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
     saved activations).
     """
     total_layers = max_fidelity(model)
-    trainable_layers = min(int(params.get(TRAINABLE_LAYERS) or total_layers), total_layers)
+    requested = params.get(TRAINABLE_LAYERS)
+    trainable_layers = total_layers if requested is None else int(requested)
+    if not 1 <= trainable_layers <= total_layers:
+        raise ValueError(
+            f"`trainable_layers` {trainable_layers} does not fit this model's {total_layers} "
+            "layer units. Fix: set scheduler_options.max_trainable_layers (and the rungs) to at "
+            f"most {total_layers}, or search over models with more layers."
+        )
     epochs = int(params.get(EPOCHS) or options["epochs"])
     optimizer = make_optimizer(params, freeze_layers(model, trainable_layers), default_optimizer)
     start_epoch, seconds = 0, 0.0
@@ -73,7 +80,7 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
             optimizer.load_state_dict(state["optimizer"])
         start_epoch, seconds = int(state["epoch"]), float(state["seconds"])
     run = prepare(model, optimizer, session, micro_batch_size=micro_batch_size)
-    meter = ActivationMeter()
+    meter = ActivationMeter(model)
     run.on_step.append(meter.step_done)
 
     for epoch in range(start_epoch, epochs):

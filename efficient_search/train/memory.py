@@ -29,12 +29,23 @@ def tensor_bytes(tensors: Iterator[torch.Tensor]) -> int:
 
 
 class ActivationMeter:
-    """Peak bytes autograd saves between two ``step_done()`` calls."""
+    """Peak bytes autograd saves between two ``step_done()`` calls.
 
-    def __init__(self) -> None:
+    Autograd also saves weights for the backward pass; pass ``model`` so that its parameter
+    storages (counted once as parameters) are not counted again as activations.
+    """
+
+    def __init__(self, model: nn.Module | None = None) -> None:
         self.peak = 0
         self._current = 0
+        self._model = model
         self._seen: set[int] = set()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._seen = set()
+        if self._model is not None:
+            self._seen = {p.untyped_storage().data_ptr() for p in self._model.parameters()}
 
     def _pack(self, t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
@@ -46,7 +57,7 @@ class ActivationMeter:
     def step_done(self) -> None:
         self.peak = max(self.peak, self._current)
         self._current = 0
-        self._seen.clear()
+        self._reset()
 
     @contextmanager
     def watching(self) -> Iterator[ActivationMeter]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class InProcessSession(TrialSession):
 
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         tune.report(dict(metrics), checkpoint=checkpoint)
+        if checkpoint_dir:  # report persisted a copy in the run's storage
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 class TrainWorkerSession(TrialSession):
@@ -70,7 +73,10 @@ class TrainWorkerSession(TrialSession):
         checkpoint = None
         if checkpoint_dir and self.is_chief:
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-        ray.train.report(dict(metrics), checkpoint=checkpoint)
+        ray.train.report(dict(metrics), checkpoint=checkpoint,
+                         delete_local_checkpoint_after_upload=checkpoint is not None)
+        if checkpoint_dir and checkpoint is None:  # non-chief ranks never upload theirs
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
 def train_worker_session(loop_config: Mapping[str, Any]) -> TrainWorkerSession:
