@@ -22,12 +22,12 @@ import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
 from scipy import stats
 
 from efficient_search.search_spaces.frozen_layers import FROZEN_LAYERS_GRID, grid_configs
@@ -35,7 +35,6 @@ from efficient_search.store import ParquetStoreCallback
 from efficient_search.tasks import get_task
 from efficient_search.testing.sessions import RecordingSession
 
-RESULTS_DIR = Path(__file__).parent / "results"
 NAME = "layer_freezing"
 
 # Fixed architectures: 6 layer units each (stem/embeddings, 4 blocks, head).
@@ -304,7 +303,6 @@ def plot(quality: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame, quick: bo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for task_name, rows in quality.groupby("task"):
         axes[0].plot(rows["fraction"], rows["spearman"], marker="o", label=f"{task_name} Spearman")
@@ -326,10 +324,7 @@ def plot(quality: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame, quick: bo
         axes[2].annotate(row["scheduler"], (row["compute_s"], row["best_full"]), fontsize=8)
     axes[2].set(xlabel="total training compute (s)", ylabel="best full-fidelity accuracy",
                 title="(c) end to end on digits")
-    fig.tight_layout()
-    path = RESULTS_DIR / f"{NAME}{'-quick' if quick else ''}.png"  # quick runs keep the full plot
-    fig.savefig(path, dpi=120)
-    print(f"saved {path}")
+    save_figure(fig, NAME, quick)
 
 
 if __name__ == "__main__":

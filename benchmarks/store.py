@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
 
 from efficient_search.store import ParquetStore, ParquetStoreCallback
-
-RESULTS_DIR = Path(__file__).parent / "results"
 
 
 def make_trials(root: Path, n_trials: int, name: str) -> list[Any]:
@@ -171,7 +170,6 @@ def plot(figures: dict[str, float], quick: bool) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
     names = ["efficient-search\nParquet", "Ray Tune\nresult files"]
     left.bar(names, [figures["load_s"], figures["ray_load_s"]], color=["C0", "C7"])
@@ -180,10 +178,7 @@ def plot(figures: dict[str, float], quick: bool) -> None:
     per_result = [figures["append_ms_per_result"], 1e3 / figures["ray_ingest_rows_per_s"]]
     right.bar(names, per_result, color=["C0", "C7"])
     right.set(ylabel="ms per reported result", title="callback cost per result")
-    fig.tight_layout()
-    path = RESULTS_DIR / f"store{'-quick' if quick else ''}.png"  # quick runs keep the full plot
-    fig.savefig(path, dpi=120)
-    print(f"saved {path}")
+    save_figure(fig, "store", quick)
 
 
 if __name__ == "__main__":
