@@ -110,6 +110,11 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     store = ParquetStore(spec.store)
     store.check_writable()
     storage_path = spec.storage_path or _default_storage(spec.store)
+    if not spec.resume and store.keys(spec.name):
+        raise ValueError(
+            f"Experiment `name` {spec.name!r} already has results in the store {store.root!r}. "
+            "Fix: pass resume: true (--resume) to continue it, or choose a new name."
+        )
 
     import ray
     from ray import tune
@@ -132,11 +137,6 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     )
     experiment_path = os.path.join(storage_path, spec.name)
     can_restore = tune.Tuner.can_restore(experiment_path)
-    if not spec.resume and spec.name in store.experiments() and store.keys(spec.name):
-        raise ValueError(
-            f"Experiment `name` {spec.name!r} already has results in the store {store.root!r}. "
-            "Fix: pass resume: true (--resume) to continue it, or choose a new name."
-        )
     if spec.resume and not can_restore:
         print(f"efficient-search: nothing to resume at {experiment_path}; starting "
               f"{spec.name!r} afresh.", flush=True)

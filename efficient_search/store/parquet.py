@@ -154,6 +154,7 @@ class ParquetStore:
         else:
             self._fs, self._path = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(root))
         self._schemas: dict[str, pa.Schema] = {}
+        self._row_counts: dict[str, int] = {}  # data file -> rows, so merges read few footers
 
     def __repr__(self) -> str:
         return f"ParquetStore({self.root!r})"
@@ -228,19 +229,23 @@ class ParquetStore:
         files = self._data_files(experiment)
         if len(files) <= self.max_small_files:
             return
-        small = [f for f in files
-                 if pq.ParquetFile(f, filesystem=self._fs).metadata.num_rows < self.small_file_rows]
+        for path in files:
+            if path not in self._row_counts:
+                self._row_counts[path] = pq.ParquetFile(path, filesystem=self._fs).metadata.num_rows
+        small = [f for f in files if self._row_counts[f] < self.small_file_rows]
         if len(small) > self.max_small_files:
             merged = ds.dataset(small, format="parquet", filesystem=self._fs).to_table()
             self._write_file(experiment, merged)
             for path in small:
                 self._fs.delete_file(path)
+                self._row_counts.pop(path, None)
 
     def _write_file(self, experiment: str, table: pa.Table) -> str:
         name = f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         path = f"{self._partition(experiment)}/{name}"
         self._write_whole(path, lambda stream: pq.write_table(table, stream))
         self._schemas[experiment] = table.schema
+        self._row_counts[path] = table.num_rows
         return path
 
     def _compact(self, experiment: str, table: pa.Table) -> None:

@@ -234,12 +234,5 @@ def freeze_layers(model: nn.Module, trainable_layers: int) -> list[nn.Parameter]
     return trainable
 
 
-def trainable_fraction(model: nn.Module) -> float:
-    """Share of parameters (by count) that currently require gradients."""
-    params = _unique(iter(model.parameters()))
-    total = sum(p.numel() for p in params)
-    return sum(p.numel() for p in params if p.requires_grad) / max(total, 1)
-
-
-__all__ = ["LayerGroup", "freeze_layers", "layer_units", "max_fidelity", "trainable_fraction"]
+__all__ = ["LayerGroup", "freeze_layers", "layer_units", "max_fidelity"]
 

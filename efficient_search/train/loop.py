@@ -16,8 +16,8 @@ from torch import nn
 
 from efficient_search.fidelity import EPOCHS, TRAINABLE_LAYERS
 from efficient_search.train.freezing import freeze_layers, max_fidelity
-from efficient_search.train.memory import ActivationMeter, training_memory_bytes
-from efficient_search.train.session import TrialSession, new_checkpoint_dir, peak_memory_bytes
+from efficient_search.train.memory import ActivationMeter, peak_memory_bytes
+from efficient_search.train.session import TrialSession, new_checkpoint_dir
 from efficient_search.train.strategy import Prepared, prepare
 
 CHECKPOINT_FILE = "state.pt"
@@ -89,11 +89,8 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
         started = time.perf_counter()
         # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
-        if session.device.type == "cuda":
+        with meter.watching_on(session.device):
             train_loss = train_epoch(run, generator)
-        else:
-            with meter.watching():
-                train_loss = train_epoch(run, generator)
         seconds += time.perf_counter() - started
         metrics = evaluate(run.module)
         checkpoint = None
@@ -111,10 +108,8 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
                 "fidelity/trainable_layers": trainable_layers,
                 "fidelity/max_trainable_layers": total_layers,
                 "cost/seconds": seconds,
-                "cost/peak_memory_bytes": (
-                    peak_memory_bytes(session.device) if session.device.type == "cuda"
-                    else training_memory_bytes(run.module, optimizer, meter.peak)
-                ),
+                "cost/peak_memory_bytes": peak_memory_bytes(session.device, run.module, optimizer,
+                                                            meter),
             },
             checkpoint_dir=checkpoint,
         )

@@ -11,7 +11,8 @@ three, which is the saving this measures.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,6 +65,18 @@ class ActivationMeter:
         with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
             yield self
         self.step_done()
+
+    def watching_on(self, device: torch.device) -> Any:
+        """:meth:`watching` on CPU; nothing on GPU, where the CUDA allocator keeps the peak."""
+        return nullcontext(self) if device.type == "cuda" else self.watching()
+
+
+def peak_memory_bytes(device: torch.device, model: nn.Module,
+                      optimizer: torch.optim.Optimizer, meter: ActivationMeter) -> int:
+    """The CUDA allocator's peak on GPU; :func:`training_memory_bytes` on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return training_memory_bytes(model, optimizer, meter.peak)
 
 
 def training_memory_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,

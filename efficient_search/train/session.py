@@ -8,7 +8,6 @@ process when a spec asks for no workers (``InProcessSession``); the loop only ca
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -16,16 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process: allocated CUDA memory on GPU, resident set size on CPU.
-
-    The training loop reports finer CPU figures (``efficient_search.train.memory``).
-    """
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 @dataclass
