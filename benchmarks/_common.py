@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import platform
+import time
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+from efficient_search.store import ParquetStoreCallback
 
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -17,3 +23,22 @@ def save_figure(fig: Any, name: str, quick: bool) -> Path:
     fig.savefig(path, dpi=120)
     print(f"saved {path}")
     return path
+
+
+def record(store_root: str, name: str, tables: list[tuple[str, pd.DataFrame]], quick: bool,
+           searcher: str = "-", scheduler: str = "-") -> None:
+    """Every measured row to the store, experiment ``bench-<name>``: one trial per row, string
+    columns as its config, numbers as its results, tagged with the run and the table (part)."""
+    callback = ParquetStoreCallback(store_root, experiment=f"bench-{name}", searcher=searcher,
+                                    scheduler=scheduler, hardware=platform.platform())
+    callback.setup()
+    run = time.strftime("%Y%m%d-%H%M%S")
+    now = time.time()
+    for part, table in tables:
+        for i, row in enumerate(table.to_dict("records")):
+            config = {"run": run, "part": part, "quick": quick, "row": i}
+            config.update({k: v for k, v in row.items() if isinstance(v, str)})
+            numbers = {k: v for k, v in row.items() if not isinstance(v, str)}
+            callback.add(f"{run}-{part}-{i}", config,
+                         {"training_iteration": 1, "timestamp": now, **numbers}, "TERMINATED")
+    callback.flush()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import tempfile
 import time
@@ -28,10 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
+from _common import record as record_rows
 from scipy import stats
 
 from efficient_search.search_spaces.frozen_layers import FROZEN_LAYERS_GRID, grid_configs
-from efficient_search.store import ParquetStoreCallback
 from efficient_search.tasks import get_task
 from efficient_search.testing.sessions import RecordingSession
 
@@ -299,21 +298,9 @@ def main() -> None:
 def record(store_root: str, log: list[dict[str, Any]], quality: pd.DataFrame, cost: pd.DataFrame,
            e2e: pd.DataFrame, figures: dict[str, float], quick: bool) -> None:
     """Every measured row to the store, experiment ``bench-layer_freezing``."""
-    callback = ParquetStoreCallback(store_root, experiment=f"bench-{NAME}", searcher="grid",
-                                    scheduler="-", hardware=platform.platform())
-    callback.setup()
-    run = time.strftime("%Y%m%d-%H%M%S")
-    now = time.time()
     tables = [("quality-run", pd.DataFrame(log)), ("quality", quality), ("cost", cost),
               ("end-to-end", e2e), ("headline", pd.DataFrame([figures]))]
-    for part, table in tables:
-        for i, row in enumerate(table.to_dict("records")):
-            config = {"run": run, "part": part, "quick": quick, "row": i}
-            config.update({k: v for k, v in row.items() if isinstance(v, str)})
-            numbers = {k: v for k, v in row.items() if not isinstance(v, str)}
-            callback.add(f"{run}-{part}-{i}", config,
-                         {"training_iteration": 1, "timestamp": now, **numbers}, "TERMINATED")
-    callback.flush()
+    record_rows(store_root, NAME, tables, quick, searcher="grid")
 
 
 def plot(quality: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame, quick: bool) -> None:
