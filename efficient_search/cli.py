@@ -72,14 +72,19 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from efficient_search.report import ranked_table, save_plots
+    from efficient_search.report import objectives, pareto_front, ranked_table, save_pareto_plot, save_plots
     from efficient_search.store import ParquetStore
 
     store = ParquetStore(args.store)
     print(_table(ranked_table(store, args.experiment, args.metric, args.mode)))
     # Plots are local files; a bucket store puts them in ./plots unless --out says otherwise.
     out = args.out or ("plots" if "://" in store.root else f"{store.root.rstrip('/')}/_plots")
-    for path in save_plots(store, args.experiment, out, args.metric, args.mode):
+    paths = save_plots(store, args.experiment, out, args.metric, args.mode)
+    if len(objectives(store, args.experiment)[0]) >= 2:
+        print("\nPareto front:")
+        print(_table(pareto_front(store, args.experiment)))
+        paths.append(save_pareto_plot(store, args.experiment, out))
+    for path in paths:
         print(f"saved {path}")
     return 0
 

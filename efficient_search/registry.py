@@ -24,6 +24,7 @@ from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 Factory = Callable[..., Any]
 
 SEARCHERS: dict[str, Factory] = {}
+OWNS_SPACE = "_efficient_search_owns_space"
 SCHEDULERS: dict[str, Factory] = {}
 
 
@@ -69,12 +70,22 @@ def _call(kind: str, name: str, factory: Factory, seed: int, options: Mapping[st
     return factory(seed=seed, **options)
 
 
+def owns_space(searcher: Any) -> bool:
+    """Whether ``make_searcher`` handed ``searcher`` the search space (Tune must then give none)."""
+    return bool(getattr(searcher, OWNS_SPACE, False))
+
+
 def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any],
-                  max_concurrent: int | None = None) -> Searcher | SearchAlgorithm:
+                  max_concurrent: int | None = None, space: Any = None,
+                  metric: str | list[str] | None = None,
+                  mode: str | list[str] | None = None) -> Searcher | SearchAlgorithm:
     """A search algorithm from a registered name or a Ray object.
 
     Tune limits concurrency of ``Searcher`` objects itself; Ray's random/grid generator takes
-    the limit in its constructor, so it is passed there.
+    the limit in its constructor, so it is passed there. A space object (one with
+    ``param_space``, e.g. a sub-network space with its parameter count as ``cost``) goes to
+    factories that take ``space``, together with the objective(s); plain dict spaces and
+    single objectives reach the searcher through Tune as usual.
     """
     if isinstance(spec, (Searcher, SearchAlgorithm)):
         return spec
@@ -85,7 +96,17 @@ def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any],
             f"`searcher` must be a registered name or a Ray Searcher, but got {spec!r} "
             f"({type(spec).__name__}). Valid names: {', '.join(sorted(SEARCHERS))}."
         )
-    return _call("searcher", spec, _lookup("searcher", SEARCHERS, spec), seed, options)
+    factory = _lookup("searcher", SEARCHERS, spec)
+    takes = inspect.signature(factory).parameters
+    given: dict[str, Any] = {}
+    if hasattr(space, "param_space") and "space" in takes:
+        given["space"] = space
+    if (given or isinstance(metric, list)) and "metric" in takes and "mode" in takes:
+        given.update(metric=metric, mode=mode)
+    searcher = _call("searcher", spec, factory, seed, {**options, **given})
+    if "space" in given:
+        setattr(searcher, OWNS_SPACE, True)
+    return searcher
 
 
 def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any]) -> TrialScheduler:
@@ -102,6 +123,47 @@ def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any]) -> Trial
 
 def _random(*, seed: int, max_concurrent: int = 0) -> SearchAlgorithm:
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+
+
+def _evolution(*, seed: int, space: Any = None, metric: str | list[str] | None = None,
+               mode: str | list[str] | None = None, population_size: int = 20,
+               sample_size: int | None = None, max_cost: float | None = None, min_cost: float | None = None,
+               bins: list[float] | None = None, cost: Callable[[dict[str, Any]], float] | None = None,
+               keep_bin: bool = False,
+               points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
+    from efficient_search.searchers import EvolutionarySearcher
+
+    return EvolutionarySearcher(
+        space, metric=metric, mode=mode, seed=seed, population_size=population_size,
+        sample_size=sample_size, max_cost=max_cost, min_cost=min_cost, bins=bins, cost=cost,
+        keep_bin=keep_bin, points_to_evaluate=points_to_evaluate,
+    )
+
+
+OPTUNA_SAMPLERS = ("tpe", "nsga2", "random")
+
+
+def _optuna(*, seed: int, sampler: str = "tpe", metric: str | list[str] | None = None,
+            mode: str | list[str] | None = None, population_size: int | None = None,
+            points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
+    """Ray's OptunaSearch; points are flat dicts (``{"head/hidden": 32}``), as Optuna wants."""
+    if sampler not in OPTUNA_SAMPLERS:
+        raise ValueError(f"Unknown `searcher_options.sampler` {sampler!r} for searcher 'optuna'. "
+                         f"Valid samplers: {', '.join(OPTUNA_SAMPLERS)}.")
+    if population_size is not None and sampler != "nsga2":
+        raise ValueError(f"`searcher_options.population_size` applies to sampler 'nsga2' only, "
+                         f"but sampler is {sampler!r}.")
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed,
+                                                       population_size=population_size or 50),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
+    return OptunaSearch(metric=metric, mode=mode, sampler=samplers[sampler](),
+                        points_to_evaluate=points_to_evaluate)
 
 
 def _asha(*, seed: int, max_t: int = 4, grace_period: int = 1, reduction_factor: float = 2,
@@ -134,6 +196,8 @@ def _layer_freezing(*, seed: int, max_trainable_layers: int, epochs: int,
 
 
 register_searcher("random", _random)
+register_searcher("evolution", _evolution)
+register_searcher("optuna", _optuna)
 register_scheduler("fifo", lambda *, seed: FIFOScheduler())
 register_scheduler("asha", _asha)
 register_scheduler("hyperband", _hyperband)

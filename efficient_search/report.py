@@ -65,3 +65,76 @@ def save_plots(store: ParquetStore, experiment: str, out_dir: str | os.PathLike[
     fig.savefig(best, dpi=120)
     plt.close(fig)
     return [curves, best]
+
+
+def objectives(store: ParquetStore, experiment: str) -> tuple[list[str], list[str]]:
+    """The (metrics, modes) a multi-objective run recorded; empty lists for one objective."""
+    meta = store.metadata(experiment)
+    return list(meta.get("objectives") or []), list(meta.get("modes") or [])
+
+
+def pareto_front(store: ParquetStore, experiment: str, metrics: list[str] | None = None,
+                 modes: list[str] | None = None) -> pd.DataFrame:
+    """The non-dominated trials (last reported result of each), sorted by the first objective.
+
+    ``metrics``/``modes`` default to the objectives the run recorded.
+    """
+    import numpy as np
+
+    from efficient_search.searchers.pareto import non_dominated_sort
+
+    recorded, recorded_modes = objectives(store, experiment)
+    metrics, modes = metrics or recorded, modes or recorded_modes
+    if len(metrics) < 2 or len(modes) != len(metrics):
+        raise ValueError(
+            f"A Pareto front needs two or more objectives with one mode each, but experiment "
+            f"{experiment!r} gives metrics={metrics!r}, modes={modes!r}. Fix: pass "
+            "metrics=['val_perplexity', 'params'], modes=['min', 'min']."
+        )
+    results = store.results(experiment)
+    columns = [m if m.startswith(("metric.", "cost.", "fidelity.")) else f"metric.{m}" for m in metrics]
+    missing = [c for c in columns if c not in results.columns]
+    if missing:
+        raise ValueError(f"Experiment {experiment!r} never reported {missing}.")
+    last = (results[results["status"] == RUNNING].sort_values("iteration")
+            .groupby("trial_id").tail(1).dropna(subset=columns))
+    signs = np.array([1.0 if mode == "min" else -1.0 for mode in modes])
+    losses = last[columns].to_numpy(dtype=float) * signs
+    finite = np.isfinite(losses).all(axis=1)
+    last, losses = last[finite], losses[finite]
+    if last.empty:
+        return last
+    front = last[non_dominated_sort(losses) == 0]
+    keep = ["trial_id", *columns, *sorted(c for c in front.columns if c.startswith("config."))]
+    return front[keep].sort_values(columns[0]).reset_index(drop=True)
+
+
+def save_pareto_plot(store: ParquetStore, experiment: str, out_dir: str | os.PathLike[str],
+                     metrics: list[str] | None = None, modes: list[str] | None = None) -> Path:
+    """Every trial and the Pareto front of the first two objectives, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    front = pareto_front(store, experiment, metrics, modes)
+    recorded, _ = objectives(store, experiment)
+    names = metrics or recorded
+    y, x = (n if n.startswith(("metric.", "cost.", "fidelity.")) else f"metric.{n}" for n in names[:2])
+    results = store.results(experiment)
+    last = results[results["status"] == RUNNING].groupby("trial_id").tail(1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(last[x], last[y], s=14, alpha=0.5, label="trials")
+    ordered = front.sort_values(x)
+    ax.step(ordered[x], ordered[y], where="post", color="C3", marker="o", markersize=4,
+            label=f"Pareto front ({len(front)})")
+    ax.set(xlabel=x.split(".", 1)[1], ylabel=y.split(".", 1)[1], title=f"{experiment}: Pareto front")
+    if (last[y] > 0).all() and last[y].max() / max(last[y].min(), 1e-12) > 20:
+        ax.set_yscale("log")
+    ax.legend()
+    path = Path(out_dir) / f"{experiment}-pareto-front.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

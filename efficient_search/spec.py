@@ -31,6 +31,26 @@ from efficient_search.store.parquet import validate_experiment_name
 STRATEGIES = ("ddp", "deepspeed")
 
 
+def _check_objectives(metric: Any, mode: Any) -> None:
+    """``metric``/``mode``: a name and min/max, or equally long lists of them."""
+    metrics = metric if isinstance(metric, list) else [metric]
+    if metric is not None and (not metrics or not all(isinstance(m, str) and m for m in metrics)):
+        raise _type_error("", "metric", metric, "a string or a list of strings",
+                          "val_accuracy (or [val_perplexity, params])")
+    if isinstance(metric, list) and len(set(metric)) != len(metric):
+        raise ValueError(f"`metric` lists an objective twice: {metric!r}. Fix: name each once.")
+    modes = mode if isinstance(mode, list) else [mode]
+    if mode is not None and not all(m in ("min", "max") for m in modes) or mode == []:
+        raise ValueError(f"`mode` must be 'min' or 'max', but got {mode!r} (a list gives one per "
+                         "metric). Fix: mode: max.")
+    if isinstance(mode, list) and not isinstance(metric, list):
+        raise ValueError(f"`mode` is a list {mode!r} but `metric` is {metric!r}. Fix: give `metric` as "
+                         "a list of the same length, or one mode.")
+    if isinstance(metric, list) and isinstance(mode, list) and len(mode) != len(metric):
+        raise ValueError(f"`mode` {mode!r} needs one entry per metric in {metric!r}. Fix: e.g. "
+                         f"mode: {['min'] * len(metric)}.")
+
+
 def _type_error(owner: str, name: str, value: Any, expected: str, example: str) -> TypeError:
     return TypeError(
         f"`{owner}{name}` must be {expected}, but got {value!r} ({type(value).__name__}). "
@@ -142,10 +162,11 @@ class ExperimentSpec:
     """Registered scheduler name or a Ray ``TrialScheduler`` object."""
     scheduler_options: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the named scheduler."""
-    metric: str | None = None
-    """The objective, as the trial reports it; None takes the task's default."""
-    mode: str | None = None
-    """``min`` or ``max``; None takes the task's default for ``metric``."""
+    metric: str | list[str] | None = None
+    """The objective, as the trial reports it; None takes the task's default. A list names
+    several objectives (e.g. ``[val_perplexity, params]``) for a multi-objective searcher."""
+    mode: str | list[str] | None = None
+    """``min`` or ``max`` (one per metric for a list); None takes the task's default."""
     num_samples: int = 4
     """Number of trials."""
     max_concurrent_trials: int | None = None
@@ -177,10 +198,7 @@ class ExperimentSpec:
                 raise _type_error("", name, value, "a non-empty string", example)
         for name in ("task_options", "searcher_options", "scheduler_options"):
             _check_mapping("", name, getattr(self, name))
-        if self.metric is not None and not isinstance(self.metric, str):
-            raise _type_error("", "metric", self.metric, "a string", "val_accuracy")
-        if self.mode not in (None, "min", "max"):
-            raise ValueError(f"`mode` must be 'min' or 'max', but got {self.mode!r}. Fix: mode: max.")
+        _check_objectives(self.metric, self.mode)
         _check_number("", "num_samples", self.num_samples, integer=True, minimum=1, example="8")
         _check_number("", "max_concurrent_trials", self.max_concurrent_trials, integer=True,
                       minimum=1, optional=True, example="2")

@@ -24,12 +24,16 @@ from ray import tune
 from efficient_search.search_spaces.digits import digits_space
 from efficient_search.search_spaces.frozen_layers import frozen_layers_space
 from efficient_search.search_spaces.shakespeare import shakespeare_space
+from efficient_search.search_spaces.subnetwork import subnetwork_fine_space, subnetwork_space
 
-#: Named search spaces: name -> function(task_options) -> space.
-SPACES: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+#: Named search spaces: name -> function(task_options) -> a Ray Tune dict or a space object
+#: (one with ``param_space``, e.g. :class:`~.subnetwork.SubnetworkSpace`).
+SPACES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "digits": digits_space,
     "shakespeare": shakespeare_space,
     "frozen_layers": frozen_layers_space,
+    "subnetwork": subnetwork_space,
+    "subnetwork_fine": subnetwork_fine_space,
 }
 
 
@@ -101,8 +105,8 @@ def parse_search_space(space: Mapping[str, Any], _path: str = "") -> dict[str, A
     return parsed
 
 
-def resolve_search_space(space: Any, task_options: Mapping[str, Any], default: str) -> dict[str, Any]:
-    """A spec's ``search_space`` as Ray Tune's ``param_space``."""
+def resolve_search_space(space: Any, task_options: Mapping[str, Any], default: str) -> Any:
+    """A spec's ``search_space``: a Ray Tune ``param_space`` dict, or a named space object."""
     if space is None:
         space = default
     if isinstance(space, str):

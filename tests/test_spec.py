@@ -52,6 +52,12 @@ def test_yaml_and_json_files_load_into_the_same_spec(tmp_path) -> None:
         ({"store": 3}, TypeError, r"`store` must be a non-empty string.*store: \./results"),
         ({"resources": {"strategy": "deepspeed", "num_workers": 0}}, ValueError,
          r"'deepspeed' needs Ray Train workers"),
+        ({"metric": ["val_loss", 3]}, TypeError, r"`metric` must be a string or a list of strings"),
+        ({"metric": ["val_loss", "val_loss"]}, ValueError, r"lists an objective twice"),
+        ({"metric": ["val_loss", "val_accuracy"], "mode": ["min"]}, ValueError,
+         r"`mode` \['min'\] needs one entry per metric"),
+        ({"metric": "val_loss", "mode": ["min", "max"]}, ValueError, r"`mode` is a list"),
+        ({"mode": "maximise"}, ValueError, r"`mode` must be 'min' or 'max'"),
     ],
 )
 def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pattern) -> None:
@@ -82,6 +88,9 @@ def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pat
          r"unknown domain 'loguniorm'\. Did you mean 'loguniform'"),
         ({"search_space": "nope"}, ValueError, r"Unknown `search_space` 'nope'"),
         ({"searcher": 3}, TypeError, r"`searcher` must be a registered name or a Ray object"),
+        ({"metric": ["val_accuracy", "val_loss"]}, ValueError,
+         r"names several objectives, but searcher 'random' optimises one"),
+        ({"metric": ["val_accuracy", "acc"]}, ValueError, r"`metric` 'acc' is never reported"),
     ],
 )
 def test_run_rejects_bad_input_before_any_trial(tmp_path, fields, error, pattern) -> None:

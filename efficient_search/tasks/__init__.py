@@ -33,6 +33,8 @@ class Task:
     """Options that must be >= 1."""
     fraction_options: tuple[str, ...] = ()
     """Options that must lie strictly between 0 and 1."""
+    check: Callable[[Mapping[str, Any]], None] | None = None
+    """Further checks of the resolved options (raise ValueError naming the option)."""
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``options``; unknown or ill-typed names raise."""
@@ -59,6 +61,8 @@ class Task:
                 raise ValueError(
                     f"`task_options.{key}` must lie in (0, 1), but got {resolved[key]!r}."
                 )
+        if self.check is not None:
+            self.check(resolved)
         return resolved
 
 
@@ -90,5 +94,6 @@ def get_task(name: str) -> Task:
 
 from efficient_search.tasks import digits as _digits  # noqa: E402,F401  (registers itself)
 from efficient_search.tasks import shakespeare as _shakespeare  # noqa: E402,F401
+from efficient_search.tasks import subnetwork_eval as _subnetwork_eval  # noqa: E402,F401
 
 __all__ = ["TASKS", "Task", "get_task", "register_task"]
