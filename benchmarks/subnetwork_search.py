@@ -144,7 +144,8 @@ def overhead(space: SubnetworkSpace, counts: tuple[int, ...], seed: int) -> pd.D
     makers = {
         "evolution": lambda: EvolutionarySearcher(space, metric=OBJECTIVES, mode=["min", "min"],
                                                   seed=seed),
-        "optuna-nsga2": lambda: OptunaSearch(space.param_space, metric=OBJECTIVES, mode=["min", "min"],
+        "optuna-nsga2": lambda: OptunaSearch(OptunaSearch.convert_search_space(space.param_space),
+                                             metric=OBJECTIVES, mode=["min", "min"],
                                              sampler=optuna.samplers.NSGAIISampler(seed=seed)),
     }
     rows = []
@@ -179,11 +180,11 @@ def main() -> None:
     task = get_task("subnetwork")
     if args.quick:
         options = task.resolve_options({"model": "tiny-shakespeare", "seq_len": 64, "eval_sequences": 16})
-        budget, counts = args.budget or 24, (100, 300)
+        budget, counts = args.budget or 40, (100, 300)
     else:
         options = task.resolve_options({"model": "smollm2-135m", "seq_len": 128, "eval_sequences": 16,
                                         "calibration_sequences": 8})
-        budget, counts = args.budget or 96, (100, 1000)
+        budget, counts = args.budget or 200, (100, 1000)
     started = time.perf_counter()
     space = subnetwork_space(options)
     full = space.full_parameters

@@ -8,6 +8,7 @@ the categories are tuples or objects.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -200,12 +201,15 @@ class ChoiceAxis:
     def fixed(self) -> bool:
         return len(self.categories) == 1
 
-    @property
+    @functools.cached_property
+    def numeric(self) -> bool:
+        """Whether the categories are numbers, which have an order to step along."""
+        return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in self.categories)
+
+    @functools.cached_property
     def order(self) -> list[int]:
-        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool)
-                      for c in self.categories)
         indices = list(range(len(self.categories)))
-        return sorted(indices, key=lambda i: self.categories[i]) if numeric else indices
+        return sorted(indices, key=lambda i: self.categories[i]) if self.numeric else indices
 
     def sample(self, rng: np.random.Generator) -> int:
         return int(rng.integers(len(self.categories)))
@@ -220,7 +224,17 @@ class ChoiceAxis:
         return self.order[(len(self.categories) - 1) // 2]
 
     def mutate(self, gene: Gene, rng: np.random.Generator) -> int:
-        other = int(rng.integers(len(self.categories) - 1))
+        """Numbers: a local step along their order or a resample; other categories: a resample."""
+        count = len(self.categories)
+        if self.numeric and count > 2 and rng.random() >= RESAMPLE_PROBABILITY:
+            position = self.order.index(int(gene))
+            width = max(1, round(abs(float(rng.normal(0.0, STEP_SCALE * (count - 1))))))
+            direction = 1 if rng.random() < 0.5 else -1
+            target = position + direction * width
+            if not 0 <= target < count:  # bounce off the end
+                target = position - direction * width
+            return self.order[min(max(target, 0), count - 1)]
+        other = int(rng.integers(count - 1))
         return other + 1 if other >= gene else other
 
     def encode(self, value: Any) -> int:

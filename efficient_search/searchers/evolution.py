@@ -72,7 +72,7 @@ class EvolutionarySearcher(Searcher):
     _pending: dict[str, Genome]  # suggested, not finished: trial id -> genome
     _history: list[Record]  # finished trials in order
     _finished: dict[str, int]  # trial id -> index in _history
-    _seen: set[str]  # keys of every suggested genome
+    _seen: set[tuple[Gene, ...]]  # keys of every suggested genome
     _population: AgingPopulation | ParetoPopulation | None
 
     def __init__(
@@ -267,6 +267,7 @@ class EvolutionarySearcher(Searcher):
         self._history = []
         self._finished = {}
         self._seen = set()
+        self._costs: dict[tuple[Gene, ...], float | None] = {}
         self._population = None
 
     def _set_space(self, space: Mapping[str, Any] | SpaceLike) -> None:
@@ -341,10 +342,10 @@ class EvolutionarySearcher(Searcher):
             return genome
         return None
 
-    def _random_genome(self) -> Genome:
+    def _random_genome(self, stratified: bool = True) -> Genome:
         assert self._space is not None
         while True:
-            target = self._target_bin()
+            target = self._target_bin() if stratified else None
             repeat: Genome | None = None
             costs: list[float] = []
             for _ in range(self.max_retries):
@@ -377,25 +378,29 @@ class EvolutionarySearcher(Searcher):
         assert self._space is not None and self._population is not None
         parent = self._history[self._population.select_parent(self._rng, self.sample_size)].genome
         parent_bin = self.budget.bin_of(self._cost_of(parent)) if self.budget.keep_bin else None
-        repeat: Genome | None = None
         for _ in range(self.max_retries):
             child = self._space.mutate(parent, self._rng)
+            if SearchSpace.key(child) in self._seen:
+                continue
             cost = self._cost_of(child)
             if not self.budget.allows(cost):
                 continue
             if parent_bin is not None and self.budget.bin_of(cost) != parent_bin:
                 continue
-            if SearchSpace.key(child) in self._seen:
-                repeat = repeat or child
-                continue
             return child
-        return repeat if repeat is not None else self._random_genome()
+        # Every neighbour of the parent was tried already: explore elsewhere rather than repeat.
+        return self._random_genome(stratified=False)
 
     def _cost_of(self, genome: Genome) -> float | None:
+        """The budget's cost of a genome, memoised (costs are pure functions of the config)."""
         if self.budget.cost is None:
             return None
         assert self._space is not None
-        return self.budget.cost_of(self._space.decode(genome))
+        key = SearchSpace.key(genome)
+        cost = self._costs.get(key)
+        if cost is None:
+            cost = self._costs[key] = self.budget.cost_of(self._space.decode(genome))
+        return cost
 
     def _target_bin(self) -> int | None:
         """The next cost bin in turn that still has configs; None without bins."""

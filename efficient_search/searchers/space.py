@@ -11,7 +11,6 @@ A *genome* is one JSON-able gene per axis (see :mod:`efficient_search.searchers.
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -119,8 +118,9 @@ class SearchSpace:
         return genes
 
     @staticmethod
-    def key(genome: Sequence[Gene]) -> str:
-        return json.dumps(list(genome))
+    def key(genome: Sequence[Gene]) -> tuple[Gene, ...]:
+        """A hashable identity of a genome (each axis keeps one gene type, so equality is exact)."""
+        return tuple(genome)
 
     def sample(self, rng: np.random.Generator) -> Genome:
         return [axis.sample(rng) for axis in self.axes]
