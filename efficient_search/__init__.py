@@ -1,17 +1,36 @@
-"""efficient-search: cheap search over model architectures and training hyperparameters, on Ray."""
+"""efficient-search: cheap search over model architectures and training hyperparameters, on Ray.
 
-from efficient_search.api import RunResult, run
-from efficient_search.spec import ExperimentSpec, Resources
-from efficient_search.store import ParquetStore, ParquetStoreCallback
+The names below load on first use, so that importing a submodule (a searcher in a Ray worker,
+the store in a notebook) does not pay for torch and the task registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from efficient_search.api import RunResult, run
+    from efficient_search.spec import ExperimentSpec, Resources
+    from efficient_search.store import ParquetStore, ParquetStoreCallback
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ExperimentSpec",
-    "ParquetStore",
-    "ParquetStoreCallback",
-    "Resources",
-    "RunResult",
-    "__version__",
-    "run",
-]
+_EXPORTS = {
+    "ExperimentSpec": "efficient_search.spec",
+    "ParquetStore": "efficient_search.store",
+    "ParquetStoreCallback": "efficient_search.store",
+    "Resources": "efficient_search.spec",
+    "RunResult": "efficient_search.api",
+    "run": "efficient_search.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'efficient_search' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+__all__ = ["ExperimentSpec", "ParquetStore", "ParquetStoreCallback", "Resources", "RunResult",
+           "__version__", "run"]
