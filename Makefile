@@ -37,6 +37,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/layer_freezing.py
+	$(BIN)/python benchmarks/subnetwork_search.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -34,6 +34,7 @@ import pandas as pd
 from _common import RESULTS_DIR, record, save_figure  # benchmarks/ is on sys.path when run
 from ray.tune.search.sample import Domain
 
+from efficient_search.search_spaces.subnetwork import BIN_FRACTIONS as FRACTIONS
 from efficient_search.search_spaces.subnetwork import SubnetworkSpace, subnetwork_space
 from efficient_search.searchers import EvolutionarySearcher
 from efficient_search.searchers.pareto import hypervolume_2d, non_dominated_sort
@@ -42,7 +43,6 @@ from efficient_search.tasks.subnetwork_eval import evaluate_subnetwork
 from efficient_search.testing.sessions import RecordingSession
 
 NAME = "subnetwork_search"
-FRACTIONS = (0.25, 0.5, 0.75)
 OBJECTIVES = ["val_perplexity", "params"]
 
 

@@ -32,5 +32,9 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(_EXPORTS[name]), name)
 
 
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
 __all__ = ["ExperimentSpec", "ParquetStore", "ParquetStoreCallback", "Resources", "RunResult",
            "__version__", "run"]

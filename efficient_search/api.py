@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from ray.tune.search import Searcher
 
-from efficient_search.registry import make_scheduler, make_searcher, owns_space
+from efficient_search.registry import make_scheduler, make_searcher, owns_space, takes_objectives
 from efficient_search.search_spaces import resolve_search_space
 from efficient_search.spec import ExperimentSpec, Resources
 from efficient_search.store import ParquetStore, ParquetStoreCallback
@@ -40,7 +40,8 @@ class RunResult:
         return self.store.trials(self.spec.name, self.metric, self.mode)
 
     def best(self) -> pd.Series:
-        """The best trial's summary row."""
+        """The best trial's summary row (by the first metric when there are several; see
+        :func:`efficient_search.report.pareto_front` for the trade-offs)."""
         return self.trials().iloc[0]
 
 
@@ -112,19 +113,25 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     task = get_task(spec.task)
     options = task.resolve_options(spec.task_options)
     metric, mode = objective(spec, task)
+    if isinstance(metric, list) and not takes_objectives(spec.searcher):
+        raise ValueError(
+            f"`metric` {metric!r} names several objectives, but searcher {_name(spec.searcher)!r} "
+            "optimises one. Fix: use a multi-objective searcher (evolution, optuna, or a Searcher "
+            "created with this list of metrics) or one metric."
+        )
     space = resolve_search_space(spec.search_space, options, task.default_space)
     searcher = make_searcher(spec.searcher, seed=spec.seed, options=spec.searcher_options,
                              max_concurrent=spec.max_concurrent_trials, space=space,
                              metric=metric, mode=mode)
+    if isinstance(metric, list) and getattr(searcher, "metric", None) != metric:
+        raise ValueError(
+            f"The searcher optimises {getattr(searcher, 'metric', None)!r}, but `metric` is {metric!r}. "
+            "Fix: create the searcher with metric and mode as these lists."
+        )
     # A searcher that took the space itself gets none from Tune (Tune would refuse a second one).
     param_space = {} if owns_space(searcher) else getattr(space, "param_space", space)
     primary = metric[0] if isinstance(metric, list) else metric
     primary_mode = mode[0] if isinstance(mode, list) else mode
-    if isinstance(metric, list) and not isinstance(searcher, Searcher):
-        raise ValueError(
-            f"`metric` {metric!r} names several objectives, but searcher {_name(spec.searcher)!r} "
-            "optimises one. Fix: use a multi-objective searcher (evolution, optuna) or one metric."
-        )
     scheduler = make_scheduler(spec.scheduler, seed=spec.seed, options=spec.scheduler_options)
     store = ParquetStore(spec.store)
     store.check_writable()
@@ -167,8 +174,10 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric=primary,
-                mode=primary_mode,
+                # Several objectives live in the searcher; Tune would hand it (and overwrite
+                # them with) the first one only.
+                metric=None if isinstance(metric, list) else primary,
+                mode=None if isinstance(mode, list) else primary_mode,
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=spec.num_samples,

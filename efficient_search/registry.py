@@ -70,6 +70,15 @@ def _call(kind: str, name: str, factory: Factory, seed: int, options: Mapping[st
     return factory(seed=seed, **options)
 
 
+def takes_objectives(spec: Any) -> bool:
+    """Whether searcher ``spec`` (a name or a Ray object) can optimise several metrics at once."""
+    if isinstance(spec, Searcher):
+        return isinstance(getattr(spec, "metric", None), list)
+    if isinstance(spec, str) and spec in SEARCHERS:
+        return "metric" in inspect.signature(SEARCHERS[spec]).parameters
+    return False
+
+
 def owns_space(searcher: Any) -> bool:
     """Whether ``make_searcher`` handed ``searcher`` the search space (Tune must then give none)."""
     return bool(getattr(searcher, OWNS_SPACE, False))
@@ -99,7 +108,9 @@ def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any],
     factory = _lookup("searcher", SEARCHERS, spec)
     takes = inspect.signature(factory).parameters
     given: dict[str, Any] = {}
-    if hasattr(space, "param_space") and "space" in takes:
+    # Several objectives reach a searcher only through its constructor (Tune passes one metric),
+    # so such a searcher takes the space too; space objects always go to those that take them.
+    if "space" in takes and (hasattr(space, "param_space") or isinstance(metric, list) and space):
         given["space"] = space
     if (given or isinstance(metric, list)) and "metric" in takes and "mode" in takes:
         given.update(metric=metric, mode=mode)
@@ -143,10 +154,14 @@ def _evolution(*, seed: int, space: Any = None, metric: str | list[str] | None =
 OPTUNA_SAMPLERS = ("tpe", "nsga2", "random")
 
 
-def _optuna(*, seed: int, sampler: str = "tpe", metric: str | list[str] | None = None,
-            mode: str | list[str] | None = None, population_size: int | None = None,
+def _optuna(*, seed: int, sampler: str = "tpe", space: Any = None,
+            metric: str | list[str] | None = None, mode: str | list[str] | None = None,
+            population_size: int | None = None,
             points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
-    """Ray's OptunaSearch; points are flat dicts (``{"head/hidden": 32}``), as Optuna wants."""
+    """Ray's OptunaSearch; points are flat dicts (``{"head/hidden": 32}``), as Optuna wants.
+
+    ``space`` (Ray domains, or an object with ``param_space``) is converted to Optuna's form.
+    """
     if sampler not in OPTUNA_SAMPLERS:
         raise ValueError(f"Unknown `searcher_options.sampler` {sampler!r} for searcher 'optuna'. "
                          f"Valid samplers: {', '.join(OPTUNA_SAMPLERS)}.")
@@ -162,7 +177,9 @@ def _optuna(*, seed: int, sampler: str = "tpe", metric: str | list[str] | None =
                                                        population_size=population_size or 50),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }
-    return OptunaSearch(metric=metric, mode=mode, sampler=samplers[sampler](),
+    domains = getattr(space, "param_space", space)
+    return OptunaSearch(OptunaSearch.convert_search_space(domains) if domains else None,
+                        metric=metric, mode=mode, sampler=samplers[sampler](),
                         points_to_evaluate=points_to_evaluate)
 
 

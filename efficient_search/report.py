@@ -84,7 +84,14 @@ def pareto_front(store: ParquetStore, experiment: str, metrics: list[str] | None
     from efficient_search.searchers.pareto import non_dominated_sort
 
     recorded, recorded_modes = objectives(store, experiment)
-    metrics, modes = metrics or recorded, modes or recorded_modes
+    metrics = metrics or recorded
+    if modes is None:  # each metric's mode as the run recorded it
+        known = dict(zip(recorded, recorded_modes, strict=False))
+        unknown = [m for m in metrics if m not in known]
+        if unknown:
+            raise ValueError(f"No recorded mode for {unknown} in experiment {experiment!r}. Fix: pass "
+                             "modes=['min', ...], one per metric.")
+        modes = [known[m] for m in metrics]
     if len(metrics) < 2 or len(modes) != len(metrics):
         raise ValueError(
             f"A Pareto front needs two or more objectives with one mode each, but experiment "
@@ -117,12 +124,12 @@ def save_pareto_plot(store: ParquetStore, experiment: str, out_dir: str | os.Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    front = pareto_front(store, experiment, metrics, modes)
-    recorded, _ = objectives(store, experiment)
-    names = metrics or recorded
-    y, x = (n if n.startswith(("metric.", "cost.", "fidelity.")) else f"metric.{n}" for n in names[:2])
+    recorded, recorded_modes = objectives(store, experiment)
+    names = (metrics or recorded)[:2]
+    front = pareto_front(store, experiment, names, modes[:2] if modes else None)
+    y, x = (n if n.startswith(("metric.", "cost.", "fidelity.")) else f"metric.{n}" for n in names)
     results = store.results(experiment)
-    last = results[results["status"] == RUNNING].groupby("trial_id").tail(1)
+    last = results[results["status"] == RUNNING].sort_values("iteration").groupby("trial_id").tail(1)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter(last[x], last[y], s=14, alpha=0.5, label="trials")
     ordered = front.sort_values(x)

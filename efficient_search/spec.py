@@ -37,6 +37,9 @@ def _check_objectives(metric: Any, mode: Any) -> None:
     if metric is not None and (not metrics or not all(isinstance(m, str) and m for m in metrics)):
         raise _type_error("", "metric", metric, "a string or a list of strings",
                           "val_accuracy (or [val_perplexity, params])")
+    if isinstance(metric, list) and len(metric) < 2:
+        raise ValueError(f"`metric` {metric!r} lists one objective. Fix: metric: {metric[0]!r}."
+                         if metric else "`metric` is an empty list. Fix: name an objective.")
     if isinstance(metric, list) and len(set(metric)) != len(metric):
         raise ValueError(f"`metric` lists an objective twice: {metric!r}. Fix: name each once.")
     modes = mode if isinstance(mode, list) else [mode]
@@ -46,6 +49,10 @@ def _check_objectives(metric: Any, mode: Any) -> None:
     if isinstance(mode, list) and not isinstance(metric, list):
         raise ValueError(f"`mode` is a list {mode!r} but `metric` is {metric!r}. Fix: give `metric` as "
                          "a list of the same length, or one mode.")
+    if isinstance(metric, list) and isinstance(mode, str):
+        raise ValueError(f"`mode` {mode!r} is one mode for the objectives {metric!r}. Fix: one per "
+                         f"metric, e.g. mode: {[mode] * len(metric)} (or leave mode out for the "
+                         "task's defaults).")
     if isinstance(metric, list) and isinstance(mode, list) and len(mode) != len(metric):
         raise ValueError(f"`mode` {mode!r} needs one entry per metric in {metric!r}. Fix: e.g. "
                          f"mode: {['min'] * len(metric)}.")

@@ -6,16 +6,19 @@ Two variants over the same axes:
   ordering picks which), ``intermediate_size``, attention heads and ``head_size``, and for
   Llama-family models ``n_embd`` and ``n_query_groups`` with ``heads_per_group`` (GQA: the same
   number of query heads is kept in every kept key/value group).
-- ``fine``: as coarse, plus one MLP width (``intermediate_size_<i>``) and, for Llama-family
-  models, one head count (``heads_per_group_<i>``) per super-network layer ``i``; a layer's
-  values apply when that layer is kept.
+- ``fine``: as coarse, but one MLP width (``intermediate_size_<i>``) and, for Llama-family
+  models, one head count (``heads_per_group_<i>``) per super-network layer ``i`` instead of
+  one for all; a layer's values apply when that layer is kept.
 
 GPT-2 and GPT-NeoX compute the head size as ``n_embd / n_heads``, so there the embedding
 width is not an axis of its own: it is ``n_heads * head_size``.
 
 The space is an object for the :class:`~efficient_search.searchers.EvolutionarySearcher`
 (``param_space``, ``cost`` = analytic parameter count, ``bins`` = parameter-count bin edges at
-25/50/75% of the super-network) and a plain Ray Tune dict (``param_space``) for any other searcher.
+25/50/75% of the super-network, ``identity`` = the sub-network a config describes, so that
+configs differing only in unused axes count as one) and a plain Ray Tune dict (``param_space``)
+for any other searcher. With a layer ranking (importance order), ``param_space`` carries it as
+the constant ``layer_order``, so the driver's budget and every trial keep the same layers.
 """
 
 from __future__ import annotations
@@ -84,18 +87,23 @@ class SubnetworkSpace:
     def param_space(self) -> dict[str, Any]:
         """Ray Tune domains, one per axis."""
         dims, steps = self.dims, self.steps
+        fine = self.variant == "fine"
         space: dict[str, Any] = {
             "n_layer": tune.choice(_count_grid(dims.n_layer)),
-            "intermediate_size": tune.choice(width_grid(dims.intermediate_size, steps)),
             "head_size": tune.choice(head_size_grid(dims, steps)),
         }
+        if not fine:
+            space["intermediate_size"] = tune.choice(width_grid(dims.intermediate_size, steps))
         if self.gqa:
             space["n_embd"] = tune.choice(width_grid(dims.n_embd, steps))
             space["n_query_groups"] = tune.choice(_count_grid(dims.n_query_groups))
-            space["heads_per_group"] = tune.choice(_count_grid(dims.n_heads // dims.n_query_groups))
+            if not fine:
+                space["heads_per_group"] = tune.choice(_count_grid(dims.heads_per_group))
         else:
             space["n_heads"] = tune.choice(_count_grid(dims.n_heads))
-        if self.variant == "fine":
+        if self.layer_order is not None:
+            space["layer_order"] = ",".join(map(str, self.layer_order))
+        if fine:
             for i in range(dims.n_layer):
                 space[f"intermediate_size_{i}"] = tune.choice(width_grid(dims.intermediate_size, steps))
                 if self.per_layer_heads:
@@ -117,6 +125,10 @@ class SubnetworkSpace:
         """The sub-network a configuration of this space describes."""
         return subnetwork_from_config(config, self.dims, self.layer_order)
 
+    def identity(self, config: Mapping[str, Any]) -> SubNetwork:
+        """What a configuration evaluates (configs differing in unused axes are the same)."""
+        return self.to_subnetwork(config)
+
     def cost(self, config: Mapping[str, Any]) -> float:
         """Analytic parameter count of a configuration (pure arithmetic)."""
         return float(count_parameters(self.dims, self.to_subnetwork(config)))
@@ -134,9 +146,11 @@ def subnetwork_from_config(config: Mapping[str, Any], dims: SuperDims,
     """Decode a configuration of either variant into a :class:`SubNetwork`.
 
     Per-layer keys (``intermediate_size_<i>``, ``heads_per_group_<i>``) name super-network
-    layers; ``order`` is the layer ranking that decides which ``n_layer`` layers are kept
-    (most important first; first-k when None).
+    layers; the layer ranking that decides which ``n_layer`` layers are kept (most important
+    first) is the config's ``layer_order`` constant, else ``order``, else first-k.
     """
+    if isinstance(config.get("layer_order"), str):
+        order = [int(i) for i in config["layer_order"].split(",")]
     layers = _kept_layers(config, dims)
     if isinstance(layers, int):
         ranking = list(order) if order is not None else list(range(dims.n_layer))
@@ -161,9 +175,10 @@ def subnetwork_from_config(config: Mapping[str, Any], dims: SuperDims,
         intermediate = tuple(int(config.get(f"intermediate_size_{i}", intermediate or
                                             dims.intermediate_size)) for i in kept)
         if any(f"heads_per_group_{i}" in config for i in kept):
-            heads = tuple(heads_of(config[f"heads_per_group_{i}"]) for i in kept)
+            default = config.get("heads_per_group", dims.heads_per_group)
+            heads = tuple(heads_of(config.get(f"heads_per_group_{i}", default)) for i in kept)
     n_embd = config.get("n_embd")
-    if dims.arch != "llama" and heads is not None and not isinstance(heads, tuple):
+    if n_embd is None and dims.arch != "llama" and heads is not None and not isinstance(heads, tuple):
         n_embd = int(heads) * int(head_size if head_size is not None else dims.head_size)
     return SubNetwork(
         layer_indices=tuple(kept) if layers is not None else None,
@@ -181,11 +196,16 @@ def _space_for(task_options: Mapping[str, Any], variant: str) -> SubnetworkSpace
 
     from efficient_search.tasks.supernets import resolve_supernet
 
-    path = resolve_supernet(str(task_options.get("model", "tiny-shakespeare")))
+    if "model" not in task_options or "order" not in task_options:
+        raise ValueError(
+            "The sub-network search spaces read the super-network from `task_options.model` and "
+            "`task_options.order`, which this task does not have. Fix: use task: subnetwork."
+        )
+    path = resolve_supernet(str(task_options["model"]))
     dims = SuperDims.from_config(AutoConfig.from_pretrained(path))
     layer_order = None
-    if variant == "fine" and task_options.get("order", "importance") == "importance":
-        # Per-layer widths follow the layers kept, so the budget needs the layer ranking.
+    if task_options["order"] == "importance":
+        # Ranked once here and carried in the space, so trials keep the layers the budget counted.
         from efficient_search.subnetwork.importance import rank
         from efficient_search.tasks.subnetwork_eval import importance_of, option_key
 

@@ -131,6 +131,16 @@ def test_shipped_example_specs_are_valid() -> None:
 
     examples = sorted((Path(__file__).parents[1] / "examples").glob("*.yaml"))
     assert examples
+    from efficient_search.api import objective
+    from efficient_search.registry import SEARCHERS, takes_objectives
+    from efficient_search.tasks import get_task
+
     for path in examples:
         spec = ExperimentSpec.from_file(path)
-        assert spec.resources.num_workers == 2
+        task = get_task(spec.task)
+        task.resolve_options(spec.task_options)
+        metric, _ = objective(spec, task)
+        assert spec.searcher in SEARCHERS
+        assert not isinstance(metric, list) or takes_objectives(spec.searcher)
+    # The demo trains on Ray Train workers.
+    assert ExperimentSpec.from_file(examples[0].with_name("digits.yaml")).resources.num_workers == 2

@@ -13,6 +13,7 @@ from efficient_search.report import pareto_front
 from efficient_search.search_spaces import resolve_search_space
 from efficient_search.search_spaces.subnetwork import SubnetworkSpace, subnetwork_from_config, width_grid
 from efficient_search.searchers.pareto import non_dominated_sort
+from efficient_search.store import ParquetStore
 from efficient_search.subnetwork import SubNetwork, SuperDims, count_parameters, extract_subnetwork
 from efficient_search.tasks import get_task
 from efficient_search.tasks.lm_eval import token_windows
@@ -69,10 +70,12 @@ def test_space_axes_follow_the_architecture() -> None:
     models = tiny_models()
     llama = SubnetworkSpace(SuperDims.from_config(models["llama"].config), variant="fine", steps=4)
     axes = llama.param_space
-    assert {"n_embd", "n_query_groups", "heads_per_group", "head_size"} <= set(axes)
-    assert axes["n_query_groups"].categories == [1, 2] and axes["heads_per_group"].categories == [1, 2, 3]
+    assert {"n_embd", "n_query_groups", "head_size", "intermediate_size_0", "heads_per_group_2"} <= set(axes)
+    assert "intermediate_size" not in axes and "heads_per_group" not in axes  # per layer instead
+    assert axes["n_query_groups"].categories == [1, 2] and axes["heads_per_group_0"].categories == [1, 2, 3]
     assert all(h % 2 == 0 for h in axes["head_size"].categories)  # rotary halves
-    assert {"intermediate_size_0", "heads_per_group_2"} <= set(axes)
+    coarse = SubnetworkSpace(llama.dims, steps=4, layer_order=(2, 0, 1)).param_space
+    assert coarse["heads_per_group"].categories == [1, 2, 3] and coarse["layer_order"] == "2,0,1"
     gpt2 = SubnetworkSpace(SuperDims.from_config(models["gpt2"].config), variant="fine", steps=4)
     assert "n_embd" not in gpt2.param_space and "heads_per_group_0" not in gpt2.param_space
     neox = SubnetworkSpace(SuperDims.from_config(models["gpt_neox"].config), steps=4)
@@ -96,9 +99,19 @@ def test_configs_decode_into_subnetworks() -> None:
                                    "heads_per_group_1": 2, "heads_per_group_2": 3,
                                    "n_query_groups": 1}, dims, order=[2, 1, 0])
     assert fine.layer_indices == (1, 2) and fine.intermediate_size == (48, 72) and fine.n_heads == (2, 3)
+    # The config's own layer ranking wins; per-layer head keys may be partial.
+    ranked = subnetwork_from_config({"n_layer": 2, "layer_order": "1,0,2", "heads_per_group_0": 1,
+                                     "intermediate_size_1": 24}, dims, order=[2, 1, 0])
+    assert ranked.layer_indices == (0, 1) and ranked.n_heads == (2, dims.n_heads)
+    assert ranked.intermediate_size == (dims.intermediate_size, 24)
     gpt2 = SuperDims.from_config(tiny_models()["gpt2"].config)
     assert subnetwork_from_config({"n_heads": 2, "head_size": 6}, gpt2).n_embd == 12
+    assert subnetwork_from_config({"n_heads": 2, "head_size": 6, "n_embd": 24}, gpt2).n_embd == 24
     assert subnetwork_from_config({"layer_indices": [2, 0]}, gpt2).layer_indices == (0, 2)
+    space = SubnetworkSpace(dims, variant="fine", steps=4, layer_order=(2, 0, 1))
+    one = {"n_layer": 1, **{f"intermediate_size_{i}": 24 for i in range(3)}}
+    other = {**one, "intermediate_size_0": 48}  # layer 0 is not kept: the same sub-network
+    assert space.identity(one) == space.identity(other) != space.identity({**one, "n_layer": 2})
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +156,13 @@ def test_evaluation_reports_held_out_perplexity_parameters_and_flops(tiny_model)
 def test_named_spaces_read_the_super_network(tiny_model) -> None:
     options = task_options(tiny_model)
     coarse = resolve_search_space("subnetwork", options, default="subnetwork")
-    assert isinstance(coarse, SubnetworkSpace) and coarse.dims.n_layer == 6 and coarse.layer_order is None
+    assert isinstance(coarse, SubnetworkSpace) and coarse.dims.n_layer == 6
     fine = resolve_search_space("subnetwork_fine", options, default="subnetwork")
-    assert sorted(fine.layer_order) == list(range(6))
+    assert sorted(fine.layer_order) == list(range(6)) and coarse.layer_order == fine.layer_order
+    first_k = resolve_search_space("subnetwork", task_options(tiny_model, order="first-k"), "subnetwork")
+    assert first_k.layer_order is None and "layer_order" not in first_k.param_space
+    with pytest.raises(ValueError, match=r"read the super-network from `task_options.model`"):
+        resolve_search_space("subnetwork", get_task("digits").resolve_options({}), "digits")
     config = {"n_layer": 3, **{f"intermediate_size_{i}": 48 * (i + 1) for i in range(6)}}
     kept = sorted(fine.layer_order[:3])
     assert fine.to_subnetwork(config).intermediate_size == tuple(48 * (i + 1) for i in kept)
@@ -159,6 +176,7 @@ def test_named_spaces_read_the_super_network(tiny_model) -> None:
         ({"text": "kjv"}, r"Unknown text 'kjv'\. Fix: use one of shakespeare, bible"),
         ({"model": "/no/such/model"}, r"`task_options.model` '/no/such/model' is neither a named "
                                       r"super-network nor a folder"),
+        ({"val_fraction": 0.05}, r"would measure 'tiny-shakespeare' on text it was trained on"),
     ],
 )
 def test_bad_task_options_fail_before_any_trial(tmp_path, options, pattern) -> None:
@@ -211,3 +229,42 @@ def test_multi_objective_evolution_on_local_ray_fills_the_store_and_the_front(ti
     assert cli_main(["report", "--store", store, "--experiment", "subnet-search"]) == 0
     out = capsys.readouterr().out
     assert "Pareto front:" in out and "subnet-search-pareto-front.png" in out
+
+
+def test_several_objectives_reach_the_searcher_with_its_space() -> None:
+    from ray import tune
+
+    from efficient_search.registry import make_searcher, owns_space
+
+    space = {"a": tune.uniform(0, 1), "b": tune.randint(1, 4)}
+    for name, options in (("evolution", {}), ("optuna", {"sampler": "nsga2"})):
+        searcher = make_searcher(name, seed=0, options=options, space=space, metric=["a", "b"],
+                                 mode=["min", "max"])
+        assert owns_space(searcher) and searcher.metric == ["a", "b"]
+        # What Tune does with its single metric must not reduce the objectives to one.
+        searcher.set_search_properties("a", "min", {})
+        assert searcher.metric == ["a", "b"]
+    single = make_searcher("evolution", seed=0, options={}, space=space, metric="a", mode="min")
+    assert not owns_space(single)  # one objective and a dict space: Tune hands it over
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_optuna_nsga2_runs_two_objectives_from_a_yaml_space(tiny_model, tmp_path) -> None:
+    store = str(tmp_path / "store")
+    result = es.run({
+        "name": "subnet-optuna",
+        "task": "subnetwork",
+        "task_options": {"model": tiny_model, "seq_len": 32, "eval_sequences": 4,
+                         "calibration_sequences": 4},
+        "search_space": {"n_layer": {"randint": [1, 7]}, "intermediate_size": {"choice": [96, 384]}},
+        "searcher": "optuna",
+        "searcher_options": {"sampler": "nsga2", "population_size": 2},
+        "metric": ["val_perplexity", "params"],
+        "num_samples": 3,
+        "resources": {"num_workers": 0, "cpus_per_worker": 0.5},
+        "store": store,
+        "verbose": 0,
+    })
+    assert len(result.grid) == 3 and not result.grid.errors
+    assert ParquetStore(store).metadata("subnet-optuna")["objectives"] == ["val_perplexity", "params"]
+    assert len(pareto_front(result.store, "subnet-optuna")) >= 1

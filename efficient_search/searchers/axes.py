@@ -233,7 +233,10 @@ class ChoiceAxis:
             target = position + direction * width
             if not 0 <= target < count:  # bounce off the end
                 target = position - direction * width
-            return self.order[min(max(target, 0), count - 1)]
+            target = min(max(target, 0), count - 1)
+            if target == position:  # both ways out of range: one step inwards
+                target = position + (1 if position == 0 else -1)
+            return self.order[target]
         other = int(rng.integers(count - 1))
         return other + 1 if other >= gene else other
 

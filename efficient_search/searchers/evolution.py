@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,11 @@ from efficient_search.searchers.space import Gene, Genome, SearchSpace, SpaceLik
 logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+#: Mutations of one parent tried before a child comes from elsewhere (a parent late in a search
+#: has few untried one-axis neighbours).
+CHILD_TRIES = 32
+#: Memoised costs and identities kept before the memo is cleared (float axes rarely repeat).
+MEMO_LIMIT = 100_000
 
 
 @dataclass
@@ -72,7 +77,7 @@ class EvolutionarySearcher(Searcher):
     _pending: dict[str, Genome]  # suggested, not finished: trial id -> genome
     _history: list[Record]  # finished trials in order
     _finished: dict[str, int]  # trial id -> index in _history
-    _seen: set[tuple[Gene, ...]]  # keys of every suggested genome
+    _seen: set[Hashable]  # identities of every suggested genome
     _population: AgingPopulation | ParetoPopulation | None
 
     def __init__(
@@ -99,7 +104,9 @@ class EvolutionarySearcher(Searcher):
         if space is not None and not isinstance(space, (Mapping, SpaceLike)):
             raise TypeError(f"`space` must be a dict of Ray Tune domains or have a `param_space`, "
                             f"but got {space!r} ({type(space).__name__}).")
+        self._identity: Callable[[dict[str, Any]], Hashable] | None = None
         if isinstance(space, SpaceLike) and not isinstance(space, Mapping):
+            self._identity = getattr(space, "identity", None)
             cost = cost if cost is not None else getattr(space, "cost", None)
             bins = bins if bins is not None else getattr(space, "bins", None)
         self.budget = CostBudget(cost, min_cost=min_cost, max_cost=max_cost, bins=bins,
@@ -124,6 +131,8 @@ class EvolutionarySearcher(Searcher):
                               config: dict[str, Any], **spec: Any) -> bool:
         if self._space is not None:
             return False
+        if isinstance(self._metric, list):  # several objectives: Tune only knows one of them
+            metric, mode = self._metric, self._mode
         metric_, mode_ = check_objectives(metric or self._metric, mode or self._mode)
         self._set_space(config)
         self._metric, self._mode = metric_, mode_
@@ -139,7 +148,7 @@ class EvolutionarySearcher(Searcher):
             return self._space.decode(self._pending[trial_id])
         genome = self._next_genome()
         self._pending[trial_id] = genome
-        self._seen.add(SearchSpace.key(genome))
+        self._seen.add(self._identity_of(genome))
         self._suggested += 1
         return self._space.decode(genome)
 
@@ -209,7 +218,7 @@ class EvolutionarySearcher(Searcher):
             self._history.append(Record(item["trial_id"], list(item["genome"]), item["values"],
                                         item["error"]))
             self._finished[item["trial_id"]] = len(self._history) - 1
-        self._seen = {SearchSpace.key(g) for g in
+        self._seen = {self._identity_of(g) for g in
                       [*self._pending.values(), *(r.genome for r in self._history)]}
         if state["population"]:
             population = self._ensure_population()
@@ -268,6 +277,7 @@ class EvolutionarySearcher(Searcher):
         self._finished = {}
         self._seen = set()
         self._costs: dict[tuple[Gene, ...], float | None] = {}
+        self._identities: dict[tuple[Gene, ...], Hashable] = {}
         self._population = None
 
     def _set_space(self, space: Mapping[str, Any] | SpaceLike) -> None:
@@ -329,7 +339,7 @@ class EvolutionarySearcher(Searcher):
             genes, given = self._design[self._design_position]
             self._design_position += 1
             genome = self._space.fill(genes, self._rng)
-            if not given and SearchSpace.key(genome) in self._seen:
+            if not given and self._identity_of(genome) in self._seen:
                 continue
             cost = self._cost_of(genome)
             if not self.budget.allows(cost):
@@ -342,10 +352,10 @@ class EvolutionarySearcher(Searcher):
             return genome
         return None
 
-    def _random_genome(self, stratified: bool = True) -> Genome:
+    def _random_genome(self) -> Genome:
         assert self._space is not None
         while True:
-            target = self._target_bin() if stratified else None
+            target = self._target_bin()
             repeat: Genome | None = None
             costs: list[float] = []
             for _ in range(self.max_retries):
@@ -357,7 +367,7 @@ class EvolutionarySearcher(Searcher):
                     continue
                 if target is not None and self.budget.bin_of(cost) != target:
                     continue
-                if SearchSpace.key(genome) in self._seen:
+                if self._identity_of(genome) in self._seen:
                     repeat = repeat or genome
                     continue
                 self._advance_bin(target)
@@ -378,18 +388,54 @@ class EvolutionarySearcher(Searcher):
         assert self._space is not None and self._population is not None
         parent = self._history[self._population.select_parent(self._rng, self.sample_size)].genome
         parent_bin = self.budget.bin_of(self._cost_of(parent)) if self.budget.keep_bin else None
-        for _ in range(self.max_retries):
+        repeat: Genome | None = None
+        for _ in range(min(self.max_retries, CHILD_TRIES)):
             child = self._space.mutate(parent, self._rng)
-            if SearchSpace.key(child) in self._seen:
+            seen = self._identity_of(child) in self._seen
+            if seen and repeat is not None:  # late in a search most neighbours were tried
                 continue
             cost = self._cost_of(child)
             if not self.budget.allows(cost):
                 continue
             if parent_bin is not None and self.budget.bin_of(cost) != parent_bin:
                 continue
+            if seen:
+                repeat = child
+                continue
             return child
-        # Every neighbour of the parent was tried already: explore elsewhere rather than repeat.
-        return self._random_genome(stratified=False)
+        # No new neighbour within the budget (and bin): a new random config there, else a repeat.
+        fresh = self._fresh_random(parent_bin)
+        if fresh is not None:
+            return fresh
+        return repeat if repeat is not None else self._random_genome()
+
+    def _fresh_random(self, within_bin: int | None) -> Genome | None:
+        """An unseen random config within the budget (and the bin), or None after the retries."""
+        assert self._space is not None
+        for _ in range(self.max_retries):
+            genome = self._space.sample(self._rng)
+            cost = self._cost_of(genome)
+            if not self.budget.allows(cost):
+                continue
+            if within_bin is not None and self.budget.bin_of(cost) != within_bin:
+                continue
+            if self._identity_of(genome) not in self._seen:
+                return genome
+        return None
+
+    def _identity_of(self, genome: Genome) -> Hashable:
+        """What makes two configs the same to evaluate: the space's ``identity(config)`` when it
+        has one (e.g. the sub-network a config describes), else the genome; memoised."""
+        if self._identity is None:
+            return SearchSpace.key(genome)
+        assert self._space is not None
+        key = SearchSpace.key(genome)
+        identity = self._identities.get(key)
+        if identity is None:
+            if len(self._identities) > MEMO_LIMIT:
+                self._identities.clear()
+            identity = self._identities[key] = ("identity", self._identity(self._space.decode(genome)))
+        return identity
 
     def _cost_of(self, genome: Genome) -> float | None:
         """The budget's cost of a genome, memoised (costs are pure functions of the config)."""
@@ -399,6 +445,8 @@ class EvolutionarySearcher(Searcher):
         key = SearchSpace.key(genome)
         cost = self._costs.get(key)
         if cost is None:
+            if len(self._costs) > MEMO_LIMIT:
+                self._costs.clear()
             cost = self._costs[key] = self.budget.cost_of(self._space.decode(genome))
         return cost
 

