@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 from collections.abc import Mapping
@@ -141,6 +142,9 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
             f"Experiment `name` {spec.name!r} already has results in the store {store.root!r}. "
             "Fix: pass resume: true (--resume) to continue it, or choose a new name."
         )
+    space_description = describe_space(space)
+    if spec.resume:
+        check_same_space(store, spec.name, space_description)
 
     import ray
     from ray import tune
@@ -159,6 +163,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
         seed=spec.seed,
         hardware=describe_hardware(spec.resources),
         metadata={"spec": spec.to_dict(), "metric": primary, "mode": primary_mode,
+                  "space": space_description,
                   **({"objectives": metric, "modes": mode} if isinstance(metric, list) else {})},
     )
     experiment_path = os.path.join(storage_path, spec.name)
@@ -196,6 +201,28 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
         )
     grid = tuner.fit()
     return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
+
+
+def describe_space(space: Any) -> Any:
+    """The axes of a search space as plain JSON (None for what has none, e.g. grid searches)."""
+    from efficient_search.searchers.space import as_search_space
+
+    try:
+        description = as_search_space(space).describe()
+    except (TypeError, ValueError):
+        return None
+    return json.loads(json.dumps(description, sort_keys=True, default=str))
+
+
+def check_same_space(store: ParquetStore, experiment: str, description: Any) -> None:
+    """Resuming under a changed search space would mix two searches under one name: refuse."""
+    recorded = store.metadata(experiment).get("space")
+    if recorded is not None and description is not None and recorded != description:
+        raise ValueError(
+            f"Experiment {experiment!r} ran with another search space than this spec gives (its "
+            "`search_space` or the `task_options` it is derived from changed). Fix: resume with the "
+            "spec it ran with, or choose a new name."
+        )
 
 
 def _state_callbacks(scheduler: Any) -> list[Any]:

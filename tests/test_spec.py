@@ -144,3 +144,20 @@ def test_shipped_example_specs_are_valid() -> None:
         assert not isinstance(metric, list) or takes_objectives(spec.searcher)
     # The demo trains on Ray Train workers.
     assert ExperimentSpec.from_file(examples[0].with_name("digits.yaml")).resources.num_workers == 2
+
+
+def test_resuming_under_another_search_space_is_refused(tmp_path) -> None:
+    from ray import tune
+
+    from efficient_search.api import check_same_space, describe_space
+    from efficient_search.store import ParquetStore
+
+    store = ParquetStore(str(tmp_path / "store"))
+    space = {"lr": tune.loguniform(1e-3, 1e-1), "depth": tune.randint(1, 5), "batch_size": 32}
+    store.write_metadata("exp", {"space": describe_space(space)})
+    check_same_space(store, "exp", describe_space(dict(space)))  # the same axes: fine
+    changed = {**space, "depth": tune.randint(1, 9)}
+    with pytest.raises(ValueError, match=r"ran with another search space.*Fix: resume with the spec"):
+        check_same_space(store, "exp", describe_space(changed))
+    assert describe_space({"x": tune.grid_search([1, 2])}) is None  # grids have no axes to compare
+    check_same_space(store, "new", describe_space(changed))  # nothing recorded yet
