@@ -88,6 +88,9 @@ def shrunk_config(space: SubnetworkSpace, fraction: float) -> dict[str, Any]:
     for s in np.linspace(1.0, 0.02, 200):
         config = {}
         for key, domain in space.param_space.items():
+            if not isinstance(domain, Domain):  # constants, e.g. the layer ranking
+                config[key] = domain
+                continue
             values = sorted(domain.categories)
             config[key] = min(values, key=lambda v, s=s, top=values[-1]: abs(v - s * top))
         if space.cost(config) <= fraction * full:
@@ -172,56 +175,72 @@ def overhead(space: SubnetworkSpace, counts: tuple[int, ...], seed: int) -> pd.D
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run on the tiny model (< 2 min)")
-    parser.add_argument("--budget", type=int, default=None, help="evaluations per method")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=int, default=None, help="evaluations per method and seed")
+    parser.add_argument("--seeds", type=int, default=None, help="repetitions of the searches")
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
     args = parser.parse_args()
 
     task = get_task("subnetwork")
     if args.quick:
         options = task.resolve_options({"model": "tiny-shakespeare", "seq_len": 64, "eval_sequences": 16})
-        budget, counts = args.budget or 40, (100, 300)
+        budget, seeds, counts = args.budget or 30, args.seeds or 2, (100, 300)
     else:
         options = task.resolve_options({"model": "smollm2-135m", "seq_len": 128, "eval_sequences": 16,
                                         "calibration_sequences": 8})
-        budget, counts = args.budget or 200, (100, 1000)
+        budget, seeds, counts = args.budget or 100, args.seeds or 3, (100, 1000)
     started = time.perf_counter()
     space = subnetwork_space(options)
     full = space.full_parameters
     evaluate = make_evaluator(options)
     reference = evaluate({})  # the super-network itself (importance ordering, nothing dropped)
     print(f"super-network {options['model']}: {full / 1e6:.2f} M parameters, held-out perplexity "
-          f"{reference['val_perplexity']:.2f}; {budget} evaluations per method", flush=True)
+          f"{reference['val_perplexity']:.2f}; {budget} evaluations per method and seed, "
+          f"{seeds} seeds", flush=True)
 
-    rows = pd.DataFrame(run_evolution(space, evaluate, budget, args.seed)
-                        + run_random(space, evaluate, budget, args.seed)
-                        + run_first_k(space, options))
+    found: list[dict] = []
+    for seed in range(seeds):
+        for run in (run_evolution, run_random):
+            found += [{**row, "seed": seed} for row in run(space, evaluate, budget, seed)]
+    rows = pd.DataFrame(found + [{**row, "seed": -1} for row in run_first_k(space, options)])
     search_seconds = time.perf_counter() - started
     print("measuring searcher overhead ...", flush=True)
-    costs = overhead(space, counts, args.seed)
+    costs = overhead(space, counts, 0)
 
-    bins = {m: best_per_bin(rows[rows["method"] == m], full) for m in ("evolution", "random", "first-k")}
     finite = rows["val_perplexity"][np.isfinite(rows["val_perplexity"])]
     reference_ppl = float(min(finite.max(), 50 * reference["val_perplexity"]))
-    hv = {m: front_hypervolume(rows[rows["method"] == m], full, reference_ppl)
-          for m in ("evolution", "random")}
-    summary = pd.DataFrame([{"method": m, "fraction": f, "best_perplexity": bins[m][f]}
-                            for m in bins for f in FRACTIONS])
-    print(summary.pivot(index="fraction", columns="method", values="best_perplexity").to_string())
+    per_seed = []
+    for (method, seed), group in rows.groupby(["method", "seed"]):
+        hv = front_hypervolume(group, full, reference_ppl) if method != "first-k" else math.nan
+        per_seed += [{"method": method, "seed": seed, "fraction": f, "best_perplexity": best,
+                      "hypervolume": hv} for f, best in best_per_bin(group, full).items()]
+    summary = pd.DataFrame(per_seed)
+    medians = summary.pivot_table(index="fraction", columns="method", values="best_perplexity",
+                                  aggfunc="median")
+    print("median over seeds of the best perplexity per bin:")
+    print(medians.to_string())
+    evo, rnd = (summary[summary["method"] == m].set_index(["seed", "fraction"])
+                for m in ("evolution", "random"))
+    gain_50 = (rnd["best_perplexity"] / evo["best_perplexity"]).xs(0.5, level="fraction")
+    hv_ratio = (evo["hypervolume"] / rnd["hypervolume"]).xs(0.5, level="fraction")
     ours = costs[costs["searcher"] == "evolution"].set_index("observations")["ms"]
     optuna_ms = costs[costs["searcher"] == "optuna-nsga2"].set_index("observations")["ms"]
     top = max(counts)
     figures = {
-        "ppl_gain_vs_random_50pct": bins["random"][0.5] / bins["evolution"][0.5],
-        "ppl_gain_vs_firstk_50pct": bins["first-k"][0.5] / bins["evolution"][0.5],
-        "hypervolume_ratio_vs_random": hv["evolution"] / hv["random"] if hv["random"] else math.inf,
+        "ppl_gain_vs_random_50pct": float(gain_50.median()),
+        "ppl_gain_vs_firstk_50pct": float(medians.loc[0.5, "first-k"] / medians.loc[0.5, "evolution"]),
+        "hypervolume_ratio_vs_random": float(hv_ratio.median()),
         f"suggest_ms_{top}": float(ours[top]),
         "suggest_ratio_vs_optuna": float(ours[top] / optuna_ms[top]),
-        "wins_vs_random_bins": sum(bins["evolution"][f] < bins["random"][f] for f in FRACTIONS),
-        "wins_vs_firstk_bins": sum(bins["evolution"][f] < bins["first-k"][f] for f in FRACTIONS),
+        "wins_vs_random_bins": int(sum(medians.loc[f, "evolution"] < medians.loc[f, "random"]
+                                       for f in FRACTIONS)),
+        "wins_vs_firstk_bins": int(sum(medians.loc[f, "evolution"] < medians.loc[f, "first-k"]
+                                       for f in FRACTIONS)),
         "evaluations_per_method": budget,
+        "seeds": seeds,
         "search_minutes": search_seconds / 60,
     }
+    print("per seed: gain vs random at 50% " + ", ".join(f"{g:.3g}" for g in gain_50)
+          + "; hypervolume ratio " + ", ".join(f"{h:.3g}" for h in hv_ratio))
     record(args.store, NAME, [("evaluations", rows), ("bins", summary), ("overhead", costs),
                               ("headline", pd.DataFrame([figures]))], args.quick,
            searcher="evolution,random,first-k")
