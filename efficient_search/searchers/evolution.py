@@ -276,8 +276,8 @@ class EvolutionarySearcher(Searcher):
         self._history = []
         self._finished = {}
         self._seen = set()
-        self._costs: dict[tuple[Gene, ...], float | None] = {}
-        self._identities: dict[tuple[Gene, ...], Hashable] = {}
+        self._costs: dict[tuple[Gene, ...], Any] = {}
+        self._identities: dict[tuple[Gene, ...], Any] = {}
         self._population = None
 
     def _set_space(self, space: Mapping[str, Any] | SpaceLike) -> None:
@@ -426,29 +426,20 @@ class EvolutionarySearcher(Searcher):
     def _identity_of(self, genome: Genome) -> Hashable:
         """What makes two configs the same to evaluate: the space's ``identity(config)`` when it
         has one (e.g. the sub-network a config describes), else the genome; memoised."""
-        if self._identity is None:
-            return SearchSpace.key(genome)
-        assert self._space is not None
-        key = SearchSpace.key(genome)
-        identity = self._identities.get(key)
+        identity = self._identity
         if identity is None:
-            if len(self._identities) > MEMO_LIMIT:
-                self._identities.clear()
-            identity = self._identities[key] = ("identity", self._identity(self._space.decode(genome)))
-        return identity
+            return SearchSpace.key(genome)
+        return _memoised(self._identities, genome, lambda: ("identity", identity(self._decode(genome))))
 
     def _cost_of(self, genome: Genome) -> float | None:
         """The budget's cost of a genome, memoised (costs are pure functions of the config)."""
         if self.budget.cost is None:
             return None
+        return _memoised(self._costs, genome, lambda: self.budget.cost_of(self._decode(genome)))
+
+    def _decode(self, genome: Genome) -> dict[str, Any]:
         assert self._space is not None
-        key = SearchSpace.key(genome)
-        cost = self._costs.get(key)
-        if cost is None:
-            if len(self._costs) > MEMO_LIMIT:
-                self._costs.clear()
-            cost = self._costs[key] = self.budget.cost_of(self._space.decode(genome))
-        return cost
+        return self._space.decode(genome)
 
     def _target_bin(self) -> int | None:
         """The next cost bin in turn that still has configs; None without bins."""
@@ -462,6 +453,16 @@ class EvolutionarySearcher(Searcher):
     def _advance_bin(self, target: int | None) -> None:
         if target is not None:
             self._bin_turn = (target + 1) % self.budget.num_bins
+
+
+def _memoised(table: dict[tuple[Gene, ...], Any], genome: Genome, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per genome; the table is cleared past ``MEMO_LIMIT`` entries."""
+    key = SearchSpace.key(genome)
+    if key not in table:
+        if len(table) > MEMO_LIMIT:
+            table.clear()
+        table[key] = compute()
+    return table[key]
 
 
 def _check_same_space(current: dict[str, Any], saved: Any) -> None:

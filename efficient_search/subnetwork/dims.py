@@ -28,6 +28,15 @@ HEAD_SIZE_ROPE_TYPES = ("default", "linear", "llama3")
 LAYOUT_ATTRIBUTE = "subnetwork_layout"
 
 
+def known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` as keyword arguments of dataclass ``cls``; unknown keys raise a ValueError."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} fields {unknown}; expected some of {sorted(names)}.")
+    return dict(data)
+
+
 def unsupported_arch_error(model_type: object) -> ValueError:
     supported = ", ".join(f"{name!r} ({cls})" for name, cls in SUPPORTED_ARCHS.items())
     return ValueError(
@@ -152,8 +161,4 @@ class SuperDims:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SuperDims:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"Unknown SuperDims fields {unknown}; expected some of {sorted(names)}.")
-        return cls(**data)
+        return cls(**known_fields(cls, data))

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from efficient_search.subnetwork.dims import HEAD_SIZE_ROPE_TYPES, SuperDims
+from efficient_search.subnetwork.dims import HEAD_SIZE_ROPE_TYPES, SuperDims, known_fields
 
 _PER_LAYER = ("intermediate_size", "n_heads")
 
@@ -97,11 +97,7 @@ class SubNetwork:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SubNetwork:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"Unknown SubNetwork fields {unknown}; expected some of {sorted(names)}.")
-        return cls(**data)
+        return cls(**known_fields(cls, data))
 
     def resolve(self, dims: SuperDims, layer_ranking: Sequence[int] | None = None) -> ResolvedSubNetwork:
         """Concrete per-layer sizes within `dims`, validated.
