@@ -105,7 +105,8 @@ def run_first_k(space: SubnetworkSpace, options: dict[str, Any]) -> list[dict]:
     evaluate = make_evaluator({**options, "order": "first-k"})
     rows = []
     for fraction in FRACTIONS:
-        config = shrunk_config(space, fraction)
+        # First-k throughout: no importance ranking of the layers either.
+        config = {k: v for k, v in shrunk_config(space, fraction).items() if k != "layer_order"}
         rows.append({"method": "first-k", "i": len(rows), "fraction": fraction, **evaluate(config),
                      **_flat(config)})
     return rows
@@ -131,7 +132,8 @@ def best_per_bin(rows: pd.DataFrame, full: int) -> dict[float, float]:
 
 
 def front_hypervolume(rows: pd.DataFrame, full: int, reference_ppl: float) -> float:
-    """Hypervolume of (params / full, log perplexity) below (1, log reference)."""
+    """Hypervolume of (params / full, log perplexity) below (1, log reference): sub-networks
+    worse than the reference perplexity (50x the super-network's) add nothing."""
     losses = np.column_stack([rows["params"] / full, np.log(rows["val_perplexity"])])
     losses = losses[np.isfinite(losses).all(axis=1)]
     return hypervolume_2d(losses, reference=(1.0, math.log(reference_ppl)))
