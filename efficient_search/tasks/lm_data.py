@@ -1,0 +1,78 @@
+"""Language-modelling data through Hugging Face ``datasets``: local text files, tokenized, packed.
+
+``datasets``' ``text`` loader reads the files (one example per line, line breaks kept), the tail
+``val_fraction`` of the lines becomes the validation split (contiguous held-out text, never
+shuffled into training), and each split is tokenized and packed into blocks of ``seq_len + 1``
+tokens (inputs and next-token targets). Corpora shipped by packages are first written to local
+text files, so the same loader serves them and a user's own files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from efficient_search.tasks.texts import corpus
+
+
+def corpus_files(name: str, folder: str | os.PathLike[str], max_chars: int,
+                 shard_chars: int = 1_000_000) -> list[Path]:
+    """Write corpus ``name`` (see :mod:`~efficient_search.tasks.texts`) as text shards, once."""
+    out = Path(folder) / name
+    out.mkdir(parents=True, exist_ok=True)
+    done = out / f"_complete-{max_chars}"
+    if not done.exists():
+        text = corpus(name, max_chars)
+        for i, start in enumerate(range(0, len(text), shard_chars)):
+            shard = out / f"{name}-{max_chars}-{i:04d}.txt"
+            tmp = shard.with_suffix(".tmp")
+            tmp.write_text(text[start:start + shard_chars], encoding="utf-8")
+            os.replace(tmp, shard)
+        done.touch()
+    return sorted(out.glob(f"{name}-{max_chars}-*.txt"))
+
+
+def packed_splits(files: Sequence[str | os.PathLike[str]], tokenizer: Any, seq_len: int,
+                  val_fraction: float, cache_dir: str | None = None, num_proc: int | None = None) -> Any:
+    """A ``DatasetDict`` with ``train`` and ``validation`` blocks of ``seq_len + 1`` token ids."""
+    from datasets import DatasetDict, load_dataset
+
+    paths = [str(f) for f in files]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if not paths or missing:
+        raise ValueError(f"Text files {missing or paths!r} do not exist. Fix: give paths of local .txt "
+                         "files (nothing is downloaded).")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"`val_fraction` must lie in (0, 1), but got {val_fraction!r}.")
+    max_len = getattr(tokenizer, "model_max_length", None)
+    if isinstance(max_len, int) and seq_len + 1 > max_len:
+        raise ValueError(f"`seq_len` {seq_len} (+1 target) is above the tokenizer's maximum of "
+                         f"{max_len}. Fix: seq_len <= {max_len - 1}.")
+    lines = load_dataset("text", data_files=paths, split="train", keep_linebreaks=True,
+                         cache_dir=cache_dir)
+    if round(len(lines) * val_fraction) < 1 or round(len(lines) * (1 - val_fraction)) < 1:
+        raise ValueError(f"{len(lines)} lines of text cannot be split {1 - val_fraction:g} / "
+                         f"{val_fraction:g} into training and validation text, fewer than seq_len + 1 = "
+                         f"{seq_len + 1} tokens each. Fix: more text, or another val_fraction.")
+    split = lines.train_test_split(test_size=val_fraction, shuffle=False)
+    block = seq_len + 1
+
+    def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        return {"ids": tokenizer(batch["text"], add_special_tokens=False)["input_ids"]}
+
+    def pack(batch: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+        flat = [token for ids in batch["ids"] for token in ids]
+        usable = len(flat) // block * block
+        return {"input_ids": [flat[i:i + block] for i in range(0, usable, block)]}
+
+    packed = {}
+    for name, part in (("train", split["train"]), ("validation", split["test"])):
+        ids = part.map(tokenize, batched=True, remove_columns=["text"], num_proc=num_proc)
+        blocks = ids.map(pack, batched=True, batch_size=1000, remove_columns=["ids"], num_proc=num_proc)
+        if len(blocks) == 0:
+            raise ValueError(f"The {name} split holds fewer than seq_len + 1 = {block} tokens. Fix: more "
+                             "text, a larger val_fraction, or a smaller seq_len.")
+        packed[name] = blocks.with_format("torch")
+    return DatasetDict(packed)
