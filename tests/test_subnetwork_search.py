@@ -194,25 +194,27 @@ def test_token_windows_refuse_too_short_texts(tiny_model) -> None:
         resolve_supernet("smollm2")
 
 
+def two_objective_search(model: str, store: str, **fields) -> es.RunResult:
+    """A (perplexity, parameters) search of the tiny super-network, trials in-process."""
+    return es.run({
+        "task": "subnetwork",
+        "task_options": {"model": model, "seq_len": 32, "eval_sequences": 8, "calibration_sequences": 4},
+        "metric": ["val_perplexity", "params"],
+        "resources": {"num_workers": 0, "cpus_per_worker": 0.5},
+        "store": store,
+        "verbose": 0,
+        **fields,
+    })
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_multi_objective_evolution_on_local_ray_fills_the_store_and_the_front(tiny_model, tmp_path,
                                                                                capsys) -> None:
     store = str(tmp_path / "store")
-    result = es.run({
-        "name": "subnet-search",
-        "task": "subnetwork",
-        "task_options": {"model": tiny_model, "seq_len": 32, "eval_sequences": 8,
-                         "calibration_sequences": 4},
-        "search_space": "subnetwork",
-        "searcher": "evolution",
-        "searcher_options": {"population_size": 4, "sample_size": 2},
-        "metric": ["val_perplexity", "params"],
-        "num_samples": 8,
-        "max_concurrent_trials": 4,
-        "resources": {"num_workers": 0, "cpus_per_worker": 0.5},
-        "store": store,
-        "verbose": 0,
-    })
+    result = two_objective_search(
+        tiny_model, store, name="subnet-search", search_space="subnetwork", searcher="evolution",
+        searcher_options={"population_size": 4, "sample_size": 2}, num_samples=8,
+        max_concurrent_trials=4)
     assert len(result.grid) == 8 and not result.grid.errors
     trials = result.trials()
     assert len(trials) == 8 and set(trials["status"]) == {"TERMINATED"}
@@ -251,20 +253,10 @@ def test_several_objectives_reach_the_searcher_with_its_space() -> None:
 @pytest.mark.usefixtures("ray_session")
 def test_optuna_nsga2_runs_two_objectives_from_a_yaml_space(tiny_model, tmp_path) -> None:
     store = str(tmp_path / "store")
-    result = es.run({
-        "name": "subnet-optuna",
-        "task": "subnetwork",
-        "task_options": {"model": tiny_model, "seq_len": 32, "eval_sequences": 4,
-                         "calibration_sequences": 4},
-        "search_space": {"n_layer": {"randint": [1, 7]}, "intermediate_size": {"choice": [96, 384]}},
-        "searcher": "optuna",
-        "searcher_options": {"sampler": "nsga2", "population_size": 2},
-        "metric": ["val_perplexity", "params"],
-        "num_samples": 3,
-        "resources": {"num_workers": 0, "cpus_per_worker": 0.5},
-        "store": store,
-        "verbose": 0,
-    })
+    result = two_objective_search(
+        tiny_model, store, name="subnet-optuna",
+        search_space={"n_layer": {"randint": [1, 7]}, "intermediate_size": {"choice": [96, 384]}},
+        searcher="optuna", searcher_options={"sampler": "nsga2", "population_size": 2}, num_samples=3)
     assert len(result.grid) == 3 and not result.grid.errors
     assert ParquetStore(store).metadata("subnet-optuna")["objectives"] == ["val_perplexity", "params"]
     assert len(pareto_front(result.store, "subnet-optuna")) >= 1

@@ -325,6 +325,20 @@ class EvolutionarySearcher(Searcher):
         if record.values is not None:
             self._ensure_population().add(index, self._losses(record.values))
 
+    @property
+    def _searched(self) -> SearchSpace:
+        """The space being searched (``suggest`` refuses to run before there is one)."""
+        if self._space is None:
+            raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space"))
+        return self._space
+
+    @property
+    def _parents(self) -> AgingPopulation | ParetoPopulation:
+        """The population children are bred from (there is one once a trial finished)."""
+        if self._population is None:
+            raise RuntimeError(f"{type(self).__name__} has no finished trial to breed from yet.")
+        return self._population
+
     def _next_genome(self) -> Genome:
         point = self._next_design_point()
         if point is not None:
@@ -334,11 +348,10 @@ class EvolutionarySearcher(Searcher):
         return self._child()
 
     def _next_design_point(self) -> Genome | None:
-        assert self._space is not None
         while self._design_position < len(self._design):
             genes, given = self._design[self._design_position]
             self._design_position += 1
-            genome = self._space.fill(genes, self._rng)
+            genome = self._searched.fill(genes, self._rng)
             if not given and self._identity_of(genome) in self._seen:
                 continue
             cost = self._cost_of(genome)
@@ -347,19 +360,18 @@ class EvolutionarySearcher(Searcher):
                 kind = "a points_to_evaluate" if given else "an initial-design"
                 logger.warning("%s skips %s config that costs %s, outside [%s, %s]: %s",
                                type(self).__name__, kind, cost, self.budget.min_cost,
-                               self.budget.max_cost, self._space.decode(genome))
+                               self.budget.max_cost, self._searched.decode(genome))
                 continue
             return genome
         return None
 
     def _random_genome(self) -> Genome:
-        assert self._space is not None
         while True:
             target = self._target_bin()
             repeat: Genome | None = None
             costs: list[float] = []
             for _ in range(self.max_retries):
-                genome = self._space.sample(self._rng)
+                genome = self._searched.sample(self._rng)
                 cost = self._cost_of(genome)
                 if cost is not None:
                     costs.append(cost)
@@ -385,12 +397,11 @@ class EvolutionarySearcher(Searcher):
             self._empty_bins.add(target)
 
     def _child(self) -> Genome:
-        assert self._space is not None and self._population is not None
-        parent = self._history[self._population.select_parent(self._rng, self.sample_size)].genome
+        parent = self._history[self._parents.select_parent(self._rng, self.sample_size)].genome
         parent_bin = self.budget.bin_of(self._cost_of(parent)) if self.budget.keep_bin else None
         repeat: Genome | None = None
         for _ in range(min(self.max_retries, CHILD_TRIES)):
-            child = self._space.mutate(parent, self._rng)
+            child = self._searched.mutate(parent, self._rng)
             seen = self._identity_of(child) in self._seen
             if seen and repeat is not None:  # late in a search most neighbours were tried
                 continue
@@ -411,9 +422,8 @@ class EvolutionarySearcher(Searcher):
 
     def _fresh_random(self, within_bin: int | None) -> Genome | None:
         """An unseen random config within the budget (and the bin), or None after the retries."""
-        assert self._space is not None
         for _ in range(self.max_retries):
-            genome = self._space.sample(self._rng)
+            genome = self._searched.sample(self._rng)
             cost = self._cost_of(genome)
             if not self.budget.allows(cost):
                 continue
@@ -438,8 +448,7 @@ class EvolutionarySearcher(Searcher):
         return _memoised(self._costs, genome, lambda: self.budget.cost_of(self._decode(genome)))
 
     def _decode(self, genome: Genome) -> dict[str, Any]:
-        assert self._space is not None
-        return self._space.decode(genome)
+        return self._searched.decode(genome)
 
     def _target_bin(self) -> int | None:
         """The next cost bin in turn that still has configs; None without bins."""
