@@ -34,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--mode", choices=["min", "max"])
     report.add_argument("--out", default=None,
                         help="plot folder (default: <store>/_plots, or ./plots for a URI store)")
+
+    compare = commands.add_parser("compare", help="pretraining runs on the compute axis, against a "
+                                                  "reference loss-compute trend")
+    compare.add_argument("--store", required=True, help="store root")
+    compare.add_argument("--experiments", required=True, help="comma-separated experiment names")
+    compare.add_argument("--reference", default=None,
+                         help="comma-separated experiments whose runs give the trend "
+                              "(default: runs with init 'random' and distill 'none')")
+    compare.add_argument("--out", default=None,
+                         help="plot folder (default: <store>/_plots, or ./plots for a URI store)")
     return parser
 
 
@@ -49,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                wait=not args.no_wait)
             print(f"job {status}")
             return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
+        if args.command == "compare":
+            return _compare(args)
         return _report(args)
     except (ValueError, TypeError) as exc:
         print(f"efficient-search: error: {exc}", file=sys.stderr)
@@ -86,6 +98,23 @@ def _report(args: argparse.Namespace) -> int:
         paths.append(save_pareto_plot(store, args.experiment, out))
     for path in paths:
         print(f"saved {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from efficient_search.reference.compare import Trend, compute_axis_table, save_compute_plot
+    from efficient_search.store import ParquetStore
+
+    store = ParquetStore(args.store)
+    experiments = [name.strip() for name in args.experiments.split(",") if name.strip()]
+    reference = None
+    if args.reference is not None:
+        reference = [name.strip() for name in args.reference.split(",") if name.strip()]
+    table = compute_axis_table(store, experiments, reference)
+    print(_table(table))
+    print(f"\nreference trend: {Trend.from_dict(table.attrs['trend'])}")
+    out = args.out or ("plots" if "://" in store.root else f"{store.root.rstrip('/')}/_plots")
+    print(f"saved {save_compute_plot(store, experiments, out, reference)}")
     return 0
 
 

@@ -6,6 +6,14 @@ next to these references. ``N`` follows open-sci-ref's formula for its GPT-NeoX-
 layer; norms and biases left out).
 """
 
+from efficient_search.reference.compare import (
+    Trend,
+    compute_axis_table,
+    fit_trend,
+    reference_points,
+    reference_trend,
+    save_compute_plot,
+)
 from efficient_search.reference.recipes import (
     OPEN_SCI_REF,
     OPEN_SCI_REF_VOCAB,
@@ -15,5 +23,6 @@ from efficient_search.reference.recipes import (
     open_sci_ref_parameters,
 )
 
-__all__ = ["OPEN_SCI_REF", "OPEN_SCI_REF_VOCAB", "Recipe", "compute_flops", "get_recipe",
-           "open_sci_ref_parameters"]
+__all__ = ["OPEN_SCI_REF", "OPEN_SCI_REF_VOCAB", "Recipe", "Trend", "compute_axis_table", "compute_flops",
+           "fit_trend", "get_recipe", "open_sci_ref_parameters", "reference_points", "reference_trend",
+           "save_compute_plot"]
