@@ -79,3 +79,64 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     per_position = divergence(student_log_probs, teacher_log_probs, kind)
     kd = (per_position * mask).sum() / count
     return alpha * ce + beta * temperature ** 2 * kd
+
+
+def _check_topk(student_logits: torch.Tensor, teacher_values: torch.Tensor,
+                teacher_indices: torch.Tensor, kind: str) -> None:
+    if kind != "forward_kl":
+        raise ValueError(
+            f"`kind` {kind!r} needs the teacher's full distribution, but top-k teacher logits hold only "
+            "k of it: only 'forward_kl' is defined with a truncated teacher. Fix: use kind='forward_kl', "
+            "or distil online from the teacher's full logits with distillation_loss."
+        )
+    if teacher_values.shape != teacher_indices.shape:
+        raise ValueError(f"`teacher_values` {tuple(teacher_values.shape)} and `teacher_indices` "
+                         f"{tuple(teacher_indices.shape)} must have the same shape (..., k).")
+    if teacher_values.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(f"The teacher's top-k {tuple(teacher_values.shape)} must have the student "
+                         f"logits' positions {tuple(student_logits.shape[:-1])} followed by k.")
+    vocab, k = student_logits.shape[-1], teacher_values.shape[-1]
+    if not 1 <= k <= vocab:
+        raise ValueError(f"The teacher's top-k has k={k}, but k must lie in [1, {vocab}] (the student's "
+                         "vocabulary). Fix: recompute the teacher's top-k with a smaller k.")
+    if teacher_indices.dtype.is_floating_point or teacher_indices.dtype == torch.bool:
+        raise TypeError(f"`teacher_indices` must hold integer vocabulary ids, but has dtype "
+                        f"{teacher_indices.dtype}.")
+    # One host sync, but an out-of-range id would otherwise be a CUDA device-side assert.
+    if teacher_indices.numel() and bool(((teacher_indices < 0) | (teacher_indices >= vocab)).any()):
+        raise ValueError(
+            f"`teacher_indices` hold ids in [{int(teacher_indices.min())}, {int(teacher_indices.max())}], "
+            f"outside the student's vocabulary [0, {vocab}). Fix: give the student the teacher's tokenizer "
+            "and vocabulary size, or recompute the top-k for this teacher."
+        )
+
+
+def topk_distillation_loss(student_logits: torch.Tensor, teacher_values: torch.Tensor,
+                           teacher_indices: torch.Tensor, labels: torch.Tensor, *, alpha: float = 0.3,
+                           beta: float = 0.7, temperature: float = 10.0,
+                           kind: str = "forward_kl") -> torch.Tensor:
+    """:func:`distillation_loss` against a teacher stored as its top-k logits per position.
+
+    ``teacher_values`` and ``teacher_indices`` are ``(..., k)``: the teacher's k largest logits and
+    their vocabulary ids. The teacher distribution is ``softmax(values / T)`` over those k ids (the
+    rest of the vocabulary gets no teacher mass); the divergence is
+    ``sum_k p_t * (log p_t - log q_s)`` with ``log q_s`` the student's full log-softmax at ``T``
+    gathered at the ids. With ``k`` equal to the vocabulary it is ``distillation_loss``. Only
+    ``kind="forward_kl"`` is defined: the others need the teacher's full distribution.
+
+        values, ids = topk.batch(block_ids)                                # (B, T, k) each
+        loss = topk_distillation_loss(student(x[:, :-1]).logits, values, ids, x[:, 1:])
+    """
+    _check_topk(student_logits, teacher_values, teacher_indices, kind)
+    _check(student_logits, student_logits, labels, alpha, beta, temperature, kind)
+    mask = labels != IGNORE_INDEX
+    count = mask.sum().clamp(min=1)
+    student = student_logits.float()
+    ce = F.cross_entropy(student.reshape(-1, student.shape[-1]), labels.reshape(-1),
+                         ignore_index=IGNORE_INDEX, reduction="sum") / count
+    student_log_probs = F.log_softmax(student / temperature, dim=-1).gather(
+        -1, teacher_indices.long())                                              # (..., k)
+    teacher_log_probs = F.log_softmax(teacher_values.detach().float() / temperature, dim=-1)
+    per_position = _kl(teacher_log_probs, student_log_probs)
+    kd = (per_position * mask).sum() / count
+    return alpha * ce + beta * temperature ** 2 * kd
