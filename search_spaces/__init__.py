@@ -23,6 +23,7 @@ from ray import tune
 
 from efficient_search.search_spaces.digits import digits_space
 from efficient_search.search_spaces.frozen_layers import frozen_layers_space
+from efficient_search.search_spaces.pretrain import pretrain_space
 from efficient_search.search_spaces.shakespeare import shakespeare_space
 from efficient_search.search_spaces.subnetwork import subnetwork_fine_space, subnetwork_space
 
@@ -34,6 +35,7 @@ SPACES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "frozen_layers": frozen_layers_space,
     "subnetwork": subnetwork_space,
     "subnetwork_fine": subnetwork_fine_space,
+    "pretrain": pretrain_space,
 }
 
 

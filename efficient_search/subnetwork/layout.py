@@ -120,6 +120,13 @@ def build_model(model_class: type, config: Any) -> Any:
     return model
 
 
+def initialised_model(model_class: type, config: Any) -> Any:
+    """A freshly initialised model of `model_class` shaped like `config` (per-layer layout included)."""
+    model = _with_layout(model_class)(config)
+    model.__class__ = model_class
+    return model
+
+
 def _with_layout(model_class: Any) -> Any:
     """A subclass of `model_class` that resizes its layers to the config's layout as it is built."""
 

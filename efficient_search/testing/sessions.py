@@ -16,7 +16,8 @@ class RecordingSession(TrialSession):
         super().__init__(**kwargs)
         self.reports: list[tuple[dict[str, Any], str | None]] = []
 
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None, *,
+               every_rank: bool = False) -> None:
         self.reports.append((dict(metrics), checkpoint_dir))
 
     def cleanup(self) -> None:

@@ -37,14 +37,17 @@ class TrialSession:
     def is_chief(self) -> bool:
         return self.world_rank == 0
 
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None, *,
+               every_rank: bool = False) -> None:
+        """Report ``metrics`` with ``checkpoint_dir`` (the chief's, or every rank's shards)."""
         raise NotImplementedError
 
 
 class InProcessSession(TrialSession):
     """Reports straight to Ray Tune from the trial process."""
 
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None, *,
+               every_rank: bool = False) -> None:
         from ray import tune
 
         checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
@@ -54,13 +57,18 @@ class InProcessSession(TrialSession):
 
 
 class TrainWorkerSession(TrialSession):
-    """Reports through Ray Train; every rank reports, only the chief attaches a checkpoint."""
+    """Reports through Ray Train; every rank reports, and the chief attaches its checkpoint.
 
-    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None) -> None:
+    With ``every_rank`` each rank attaches its folder and Ray Train merges them into one
+    checkpoint (DeepSpeed's sharded state).
+    """
+
+    def report(self, metrics: Mapping[str, Any], checkpoint_dir: str | None = None, *,
+               every_rank: bool = False) -> None:
         import ray.train
 
         checkpoint = None
-        if checkpoint_dir and self.is_chief:
+        if checkpoint_dir and (self.is_chief or every_rank):
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(dict(metrics), checkpoint=checkpoint,
                          delete_local_checkpoint_after_upload=checkpoint is not None)

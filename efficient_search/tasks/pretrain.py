@@ -1,0 +1,237 @@
+"""The language-model pretraining task: a student trained on a token budget, optionally distilled.
+
+Text comes from local files through ``datasets`` (a named corpus is written to files first), is
+tokenized with the teacher's tokenizer and packed into blocks of ``seq_len + 1`` tokens; the tail
+``val_fraction`` of the text is held out. The student starts as ``init`` says (see
+:mod:`efficient_search.tasks.students`) and learns from the labels alone (``distill: none``), from
+a frozen copy of the teacher in each worker (``online``) or from the teacher's top-k logits
+computed once (``offline``). Hyperparameters come from the trial's configuration where it has
+them, else from the options, else from the ``recipe``.
+
+    task: pretrain
+    task_options: {model: tiny-shakespeare, init: first-k, student: {n_layer: 3, n_embd: 64},
+                   distill: online, max_tokens: 200000}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from efficient_search.reference import get_recipe
+from efficient_search.tasks import Task, register_task
+from efficient_search.tasks.lm_data import corpus_files, packed_splits
+from efficient_search.tasks.students import (
+    INITS,
+    build_student,
+    check_tokenizers,
+    parameter_count,
+    searched_trial,
+)
+from efficient_search.tasks.supernets import (
+    TINY_TEXT_CHARS,
+    TINY_VAL_FRACTION,
+    cache_root,
+    load_supernet,
+    resolve_supernet,
+)
+from efficient_search.tasks.texts import CORPORA
+from efficient_search.train.distill import KINDS
+from efficient_search.train.lm_loop import Distillation, Optimisation, TokenBudget, fit_tokens
+from efficient_search.train.schedules import SCHEDULES
+from efficient_search.train.session import TrialSession
+from efficient_search.train.strategy import PRECISIONS
+
+DISTILL = ("none", "online", "offline")
+#: Options a trial's configuration may override (searched hyperparameters).
+TUNABLE = ("lr", "weight_decay", "beta1", "beta2", "warmup_steps", "schedule", "cooldown_fraction",
+           "batch_size", "alpha", "beta", "temperature")
+#: Defaults of the options left None, when no recipe gives them.
+FALLBACK = {"lr": 3e-3, "weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "schedule": "wsd",
+            "cooldown_fraction": 0.2}
+NUMBERS = {"lr": (0.0, False), "weight_decay": (0.0, True), "beta1": (0.0, True), "beta2": (0.0, True),
+           "cooldown_fraction": (0.0, True), "grad_clip": (0.0, True)}
+
+
+def _choice(options: Mapping[str, Any], name: str, valid: tuple[str, ...]) -> None:
+    if options[name] not in valid:
+        raise ValueError(f"`task_options.{name}` must be one of {', '.join(valid)}, but got "
+                         f"{options[name]!r}.")
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Everything that can be refused before a worker starts."""
+    from transformers import AutoConfig
+
+    _choice(options, "init", INITS)
+    _choice(options, "distill", DISTILL)
+    _choice(options, "kd_kind", KINDS)
+    _choice(options, "precision", PRECISIONS)
+    if options["schedule"] is not None:
+        _choice(options, "schedule", SCHEDULES)
+    for name, (low, inclusive) in NUMBERS.items():
+        value = options[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < low or (value == low and not inclusive):
+            raise ValueError(f"`task_options.{name}` must be a number {'>=' if inclusive else '>'} {low}, "
+                             f"but got {value!r}.")
+    if options["warmup_steps"] is not None and (isinstance(options["warmup_steps"], bool) or
+                                                not isinstance(options["warmup_steps"], int)
+                                                or options["warmup_steps"] < 0):
+        raise ValueError(f"`task_options.warmup_steps` must be an int >= 0 or null, but got "
+                         f"{options['warmup_steps']!r}.")
+    if options["precision"] == "fp16" and not torch.cuda.is_available():
+        raise ValueError("`task_options.precision` fp16 needs a GPU, and this machine has none (CPU training "
+                         "has no fp16). Fix: precision: bf16 or fp32.")
+    if options["recipe"] is not None:
+        get_recipe(options["recipe"])  # unknown names raise with the valid ones
+    if options["files"] is None:
+        if options["text"] not in CORPORA:
+            raise ValueError(f"`task_options.text` must be one of {', '.join(CORPORA)} (or give `files`), "
+                             f"but got {options['text']!r}.")
+    elif not isinstance(options["files"], list) or not all(os.path.isfile(str(f)) for f in options["files"]):
+        raise ValueError(f"`task_options.files` must list existing local text files, but got "
+                         f"{options['files']!r}. Fix: files: [data/train.txt].")
+    plays = options["files"] is None and options["text"] == "shakespeare"
+    if options["model"] == "tiny-shakespeare" and plays and \
+            (options["max_chars"] != TINY_TEXT_CHARS or options["val_fraction"] < TINY_VAL_FRACTION):
+        raise ValueError(
+            f"`task_options.max_chars` {options['max_chars']} / `val_fraction` {options['val_fraction']} "
+            "would "
+            f"validate on plays 'tiny-shakespeare' was trained on (it holds out the last "
+            f"{TINY_VAL_FRACTION:.0%} of its {TINY_TEXT_CHARS:,} characters). Fix: max_chars: "
+            f"{TINY_TEXT_CHARS}, val_fraction >= {TINY_VAL_FRACTION}."
+        )
+    path = str(resolve_supernet(options["model"]))
+    config = AutoConfig.from_pretrained(path)
+    max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if options["recipe"] is None and max_positions is not None and options["seq_len"] > max_positions:
+        raise ValueError(f"`task_options.seq_len` {options['seq_len']} is above the maximum of "
+                         f"{max_positions} positions of {options['model']!r}. Fix: seq_len <= "
+                         f"{max_positions}.")
+    if options["init"] == "pretrained":
+        if not isinstance(options["student_model"], str) or \
+                not os.path.isfile(os.path.join(options["student_model"], "config.json")):
+            raise ValueError(f"`task_options.init` pretrained needs `student_model`, a local folder with a "
+                             f"config.json, but got {options['student_model']!r}.")
+        if options["distill"] != "none":
+            check_tokenizers(path, options["student_model"])
+    if options["init"] == "searched":
+        searched_trial(options["searched"] or {}, path)
+    elif options["searched"] is not None:
+        raise ValueError("`task_options.searched` is set but `init` is "
+                         f"{options['init']!r}. Fix: init: searched, or remove `searched`.")
+    if options["distill"] == "offline" and options["kd_kind"] != "forward_kl":
+        raise ValueError(f"`task_options.kd_kind` {options['kd_kind']!r} needs the teacher's whole "
+                         "distribution; offline top-k logits only support forward_kl. Fix: distill: "
+                         "online, or kd_kind: forward_kl.")
+
+
+def _key(options: Mapping[str, Any]) -> str:
+    return json.dumps({k: options[k] for k in ("model", "text", "files", "max_chars", "seq_len",
+                                               "val_fraction")}, sort_keys=True)
+
+
+@lru_cache(maxsize=2)
+def load_blocks(key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training blocks, validation blocks), each (N, seq_len + 1) int64; cached per process."""
+    options = json.loads(key)
+    _, tokenizer = load_supernet(str(resolve_supernet(options["model"])))
+    files = options["files"] or corpus_files(options["text"], cache_root() / "corpora", options["max_chars"])
+    splits = packed_splits(files, tokenizer, options["seq_len"], options["val_fraction"],
+                           cache_dir=str(cache_root() / "datasets"))
+    return splits["train"][:]["input_ids"], splits["validation"][:]["input_ids"]
+
+
+def _setting(name: str, params: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
+    """A trial's value, else the option, else the recipe's, else the fallback."""
+    if name in params:
+        return params[name]
+    if options.get(name) is not None:
+        return options[name]
+    if options["recipe"] is not None:
+        recipe = get_recipe(options["recipe"])
+        from_recipe = {"lr": recipe.lr, "weight_decay": recipe.weight_decay, "beta1": recipe.betas[0],
+                       "beta2": recipe.betas[1], "schedule": recipe.schedule,
+                       "warmup_steps": recipe.warmup_steps, "cooldown_fraction": recipe.cooldown_fraction}
+        if name in from_recipe:
+            return from_recipe[name]
+    return FALLBACK.get(name)
+
+
+def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: TrialSession, seed: int) -> None:
+    """Build the student, then train it on the token budget (see the module docstring)."""
+    path = str(resolve_supernet(options["model"]))
+    teacher, tokenizer = load_supernet(path)
+    train_blocks, val_blocks = load_blocks(_key(options))
+    val_blocks = val_blocks[: options["eval_sequences"]]
+    calibration = train_blocks[: options["calibration_sequences"], :-1]
+    student = build_student(options, params, teacher, path, calibration, seed)
+    n_params = parameter_count(student)
+    kd_settings = {"alpha": float(_setting("alpha", params, options)),
+                   "beta": float(_setting("beta", params, options)),
+                   "temperature": float(_setting("temperature", params, options)), "kind": options["kd_kind"]}
+    if options["distill"] == "online":
+        kd = Distillation(teacher=teacher, **kd_settings)
+    elif options["distill"] == "offline":
+        from efficient_search.train.teacher_logits import teacher_topk_cached
+
+        digest = hashlib.sha256(f"{path}|{_key(options)}|{options['topk']}".encode()).hexdigest()[:16]
+        kd = Distillation(topk=teacher_topk_cached(path, train_blocks, k=options["topk"], key=digest),
+                          **kd_settings)
+    else:
+        kd = Distillation()
+    optim = Optimisation(
+        lr=float(_setting("lr", params, options)),
+        weight_decay=float(_setting("weight_decay", params, options)),
+        betas=(float(_setting("beta1", params, options)), float(_setting("beta2", params, options))),
+        schedule=str(_setting("schedule", params, options)),
+        warmup_steps=_setting("warmup_steps", params, options),
+        cooldown_fraction=float(_setting("cooldown_fraction", params, options)),
+        micro_batch=int(params.get("batch_size", options["batch_size"])), grad_accum=options["grad_accum"],
+        grad_clip=options["grad_clip"], precision=options["precision"],
+    )
+
+    def export(module: Any, folder: str) -> None:
+        if session.strategy == "deepspeed" and (session.deepspeed_config or {}).get(
+                "zero_optimization", {}).get("stage") == 3:
+            return  # partitioned weights: the DeepSpeed checkpoint holds them
+        module.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    fit_tokens(student, session, seed, train_blocks=train_blocks, val_blocks=val_blocks,
+               budget=TokenBudget(options["max_tokens"], options["seq_len"], options["reports"]),
+               optim=optim, kd=kd, n_params=n_params, teacher_params=parameter_count(teacher),
+               extra={"init": options["init"]}, export=export)
+
+
+PRETRAIN = register_task(
+    Task(
+        name="pretrain",
+        train_loop=pretrain,
+        metrics={"val_loss": "min", "val_perplexity": "min", "train_loss": "min"},
+        default_metric="val_loss",
+        default_space="pretrain",
+        options={"model": "tiny-shakespeare", "text": "shakespeare", "files": None,
+                 "max_chars": TINY_TEXT_CHARS, "val_fraction": TINY_VAL_FRACTION, "seq_len": 128,
+                 "init": "random", "student": None, "recipe": None, "student_model": None, "searched": None,
+                 "distill": "none", "alpha": 0.3, "beta": 0.7, "temperature": 10.0, "kd_kind": "forward_kl",
+                 "topk": 32, "max_tokens": 200_000, "batch_size": 8, "grad_accum": 1, "grad_clip": 1.0,
+                 "precision": "fp32", "lr": None, "weight_decay": None, "beta1": None, "beta2": None,
+                 "schedule": None, "warmup_steps": None, "cooldown_fraction": None, "reports": 8,
+                 "eval_sequences": 32, "calibration_sequences": 8},
+        positive_options=("max_chars", "seq_len", "topk", "max_tokens", "batch_size", "grad_accum", "reports",
+                          "eval_sequences", "calibration_sequences"),
+        fraction_options=("val_fraction",),
+        check=check_options,
+    )
+)
