@@ -25,8 +25,9 @@ def is_restart(config: Mapping[str, Any]) -> bool:
 def run_name(trial_id: str, config: Mapping[str, Any]) -> str:
     """Ray Train run name of a trial's current fit.
 
-    Continuing trials keep one name, so Train resumes from its own latest checkpoint; a restart
-    at a new fidelity gets a fresh name, so it starts from scratch.
+    Continuing trials keep one name (their checkpoints live together; the worker session decides
+    which checkpoint to resume from); a restart at a new fidelity gets a fresh name, so it starts
+    from scratch.
     """
     if not is_restart(config):
         return trial_id

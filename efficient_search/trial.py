@@ -9,6 +9,7 @@ which skips Train's start-up cost for tiny models.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,6 +47,7 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
             "strategy": resources.strategy,
             "deepspeed_config": resources.deepspeed_config,
             "resume_dir": resume_dir,
+            "fit_id": uuid.uuid4().hex,  # tells this fit's checkpoints from an earlier fit's
         }
         if resources.num_workers == 0:
             import torch

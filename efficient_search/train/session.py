@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+FIT_MARKER = ".fit_id"
+
 
 @dataclass
 class TrialSession:
@@ -28,6 +30,8 @@ class TrialSession:
     deepspeed_config: Mapping[str, Any] | None = None
     resume_dir: str | None = None
     """Checkpoint folder to resume from, or None for a fresh start."""
+    fit_id: str | None = None
+    """Identity of the Ray Train fit this worker belongs to, stamped into its checkpoints."""
 
     @property
     def distributed(self) -> bool:
@@ -69,6 +73,9 @@ class TrainWorkerSession(TrialSession):
 
         checkpoint = None
         if checkpoint_dir and (self.is_chief or every_rank):
+            if self.fit_id:
+                with open(os.path.join(checkpoint_dir, FIT_MARKER), "w") as marker:
+                    marker.write(self.fit_id)
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
         ray.train.report(dict(metrics), checkpoint=checkpoint,
                          delete_local_checkpoint_after_upload=checkpoint is not None)
@@ -76,13 +83,32 @@ class TrainWorkerSession(TrialSession):
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
 
 
+def _fit_of(checkpoint: Any) -> str | None:
+    with checkpoint.as_directory() as folder:
+        path = os.path.join(folder, FIT_MARKER)
+        if not os.path.exists(path):
+            return None
+        with open(path) as marker:
+            return marker.read().strip()
+
+
 def train_worker_session(loop_config: Mapping[str, Any]) -> TrainWorkerSession:
-    """The session of a Ray Train worker: Train's own checkpoint wins over the trial's."""
+    """The session of a Ray Train worker and the checkpoint it resumes from.
+
+    Train's own latest checkpoint wins when this fit wrote it (workers restarted after a
+    failure); otherwise the trial's checkpoint does. Train's snapshot of an earlier fit can be
+    ahead of what Tune recorded (results reported after Tune paused the trial are dropped), and
+    resuming from it would skip those results in the store.
+    """
     import ray.train
 
     context = ray.train.get_context()
     checkpoint = ray.train.get_checkpoint()
-    resume_dir = checkpoint.to_directory() if checkpoint else loop_config.get("resume_dir")
+    fit_id = loop_config.get("fit_id")
+    if checkpoint is not None and fit_id is not None and _fit_of(checkpoint) == fit_id:
+        resume_dir = checkpoint.to_directory()
+    else:
+        resume_dir = loop_config.get("resume_dir")
     if torch.cuda.is_available():
         device = torch.device("cuda", context.get_local_rank())
         torch.cuda.set_device(device)
@@ -95,6 +121,7 @@ def train_worker_session(loop_config: Mapping[str, Any]) -> TrainWorkerSession:
         strategy=loop_config.get("strategy", "ddp"),
         deepspeed_config=loop_config.get("deepspeed_config"),
         resume_dir=resume_dir,
+        fit_id=fit_id,
     )
 
 
