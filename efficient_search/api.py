@@ -113,6 +113,12 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
         )
     task = get_task(spec.task)
     options = task.resolve_options(spec.task_options)
+    if spec.resources.zero_stage == 3 and not task.zero3:
+        raise ValueError(
+            f"`resources.deepspeed_config.zero_optimization.stage` 3 is not supported by task {task.name!r}: "
+            "its partitioned weights would make empty checkpoints. Fix: use stage 1 or 2, or a task that "
+            "checkpoints through DeepSpeed (pretrain)."
+        )
     metric, mode = objective(spec, task)
     if isinstance(metric, list) and not takes_objectives(spec.searcher):
         raise ValueError(

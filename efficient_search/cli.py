@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the search a spec file describes")
-    run.add_argument("spec", help="experiment spec (.yaml, .yml or .json)")
+    run.add_argument("spec", help="experiment spec (.yaml, .yml or .json), or preset:<open-sci-ref recipe>")
     run.add_argument("--store", help="override the spec's store root")
     run.add_argument("--name", help="override the experiment name")
     run.add_argument("--num-samples", type=int, help="override the number of trials")
@@ -75,7 +75,9 @@ def _run(args: argparse.Namespace) -> int:
                                    "num_samples": args.num_samples}.items() if v is not None}
     if args.resume:
         overrides["resume"] = True
-    result = run(args.spec, **overrides)
+    from efficient_search.reference.presets import spec_argument
+
+    result = run(spec_argument(args.spec), **overrides)
     print(_table(ranked_table(result.store, result.spec.name, result.metric, result.mode)))
     print(f"\nstore: {result.store.root}  experiment: {result.spec.name}")
     print(f"report: efficient-search report --store {result.store.root} "

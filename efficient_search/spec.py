@@ -129,17 +129,23 @@ class Resources:
                 "and DeepSpeed on CPU has no fp16. Fix: use bf16: {enabled: true}, or set "
                 "gpus_per_worker."
             )
-        zero = (self.deepspeed_config or {}).get("zero_optimization", {})
-        if isinstance(zero, Mapping) and zero.get("stage", 0) == 3:
-            raise ValueError(
-                "`resources.deepspeed_config.zero_optimization.stage` 3 is not supported yet: "
-                "its partitioned weights would make empty checkpoints. Fix: use stage 1 or 2."
-            )
         if self.strategy == "deepspeed" and self.num_workers == 0:
             raise ValueError(
                 "`resources.strategy` 'deepspeed' needs Ray Train workers, but "
                 "`resources.num_workers` is 0. Fix: set num_workers >= 1 or strategy: ddp."
             )
+        if self.strategy == "deepspeed" and self.deepspeed_config:
+            from efficient_search.train.strategy import check_deepspeed_config
+
+            check_deepspeed_config(self.deepspeed_config)
+
+    @property
+    def zero_stage(self) -> int:
+        """The DeepSpeed ZeRO stage the workers run (0 without DeepSpeed)."""
+        if self.strategy != "deepspeed":
+            return 0
+        zero = (self.deepspeed_config or {}).get("zero_optimization", {})
+        return int(zero.get("stage", 1)) if isinstance(zero, Mapping) else 1
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Resources:

@@ -30,7 +30,7 @@ def ray_session() -> Iterator[None]:
     import ray
 
     temp_dir = tempfile.mkdtemp(prefix="es-ray-", dir="/tmp")
-    ray.init(address="local", num_cpus=RAY_CPUS, _temp_dir=temp_dir, include_dashboard=False,
+    ray.init(address="local", num_cpus=RAY_CPUS, _temp_dir=temp_dir,
              log_to_driver=False)
     yield
     ray.shutdown()

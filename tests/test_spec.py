@@ -46,8 +46,10 @@ def test_yaml_and_json_files_load_into_the_same_spec(tmp_path) -> None:
         ({"resources": {"strategy": "deepspeed", "deepspeed_config": {"fp16": {"enabled": True}}}},
          ValueError, r"DeepSpeed on CPU has no fp16\. Fix: use bf16"),
         ({"resources": {"strategy": "deepspeed",
-                        "deepspeed_config": {"zero_optimization": {"stage": 3}}}},
-         ValueError, r"stage` 3 is not supported yet"),
+                        "deepspeed_config": {"zero_optimization": {"stage": 2, "bogus": 1}}}},
+         ValueError, r"DeepSpeed rejects `resources.deepspeed_config`.*bogus"),
+        ({"resources": {"strategy": "deepspeed", "deepspeed_config": {"zero_optimisation": {"stage": 2}}}},
+         ValueError, r"`resources.deepspeed_config.zero_optimisation`.*Did you mean 'zero_optimization'"),
         ({"time_budget_s": float("nan")}, ValueError, r"must be a finite number >= 0"),
         ({"store": 3}, TypeError, r"`store` must be a non-empty string.*store: \./results"),
         ({"resources": {"strategy": "deepspeed", "num_workers": 0}}, ValueError,
@@ -91,6 +93,9 @@ def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pat
         ({"metric": ["val_accuracy", "val_loss"]}, ValueError,
          r"names several objectives, but searcher 'random' optimises one"),
         ({"metric": ["val_accuracy", "acc"]}, ValueError, r"`metric` 'acc' is never reported"),
+        ({"resources": {"strategy": "deepspeed",
+                        "deepspeed_config": {"zero_optimization": {"stage": 3}}}},
+         ValueError, r"stage` 3 is not supported by task 'digits'"),
     ],
 )
 def test_run_rejects_bad_input_before_any_trial(tmp_path, fields, error, pattern) -> None:

@@ -14,6 +14,7 @@ from efficient_search.reference.compare import (
     reference_trend,
     save_compute_plot,
 )
+from efficient_search.reference.presets import preset_spec
 from efficient_search.reference.recipes import (
     OPEN_SCI_REF,
     OPEN_SCI_REF_VOCAB,
@@ -24,5 +25,5 @@ from efficient_search.reference.recipes import (
 )
 
 __all__ = ["OPEN_SCI_REF", "OPEN_SCI_REF_VOCAB", "Recipe", "Trend", "compute_axis_table", "compute_flops",
-           "fit_trend", "get_recipe", "open_sci_ref_parameters", "reference_points", "reference_trend",
-           "save_compute_plot"]
+           "fit_trend", "get_recipe", "open_sci_ref_parameters", "preset_spec", "reference_points",
+           "reference_trend", "save_compute_plot"]

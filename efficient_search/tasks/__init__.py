@@ -35,6 +35,9 @@ class Task:
     """Options that must lie strictly between 0 and 1."""
     check: Callable[[Mapping[str, Any]], None] | None = None
     """Further checks of the resolved options (raise ValueError naming the option)."""
+    zero3: bool = False
+    """Whether the loop checkpoints through DeepSpeed itself, so ZeRO stage 3 (partitioned
+    weights) is safe; loops that save ``state_dict()`` would write empty checkpoints."""
 
     def resolve_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Defaults overlaid with ``options``; unknown or ill-typed names raise."""

@@ -233,5 +233,6 @@ PRETRAIN = register_task(
                           "eval_sequences", "calibration_sequences"),
         fraction_options=("val_fraction",),
         check=check_options,
+        zero3=True,
     )
 )

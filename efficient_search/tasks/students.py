@@ -81,6 +81,10 @@ def searched_trial(source: Mapping[str, Any], model_path: str) -> tuple[dict[str
                          f"{', '.join(SEARCHED_KEYS)}.")
     store = ParquetStore(str(source["store"]))
     experiment = str(source["experiment"])
+    if experiment not in store.experiments():  # else its empty metadata reads as "not a subnetwork search"
+        raise ValueError(f"`task_options.searched.experiment` {experiment!r} is not in the store "
+                         f"{store.root!r} (experiments there: {', '.join(store.experiments()) or 'none'}). "
+                         "Fix: name an experiment of that store, or the store it was written to.")
     search_options = dict(store.metadata(experiment).get("spec", {}).get("task_options", {}))
     if store.metadata(experiment).get("spec", {}).get("task") != "subnetwork":
         raise ValueError(f"Experiment {experiment!r} in store {store.root!r} is not a `subnetwork` search. "

@@ -140,7 +140,8 @@ def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_bloc
                export: Callable[[nn.Module, str], None] | None = None) -> None:
     """Train ``model`` for ``budget.max_tokens`` tokens, reporting ``budget.reports`` times.
 
-    Reports ``val_loss``, ``val_perplexity``, ``train_loss``, ``params``, ``fidelity/tokens``,
+    Reports ``val_loss``, ``val_perplexity``, ``init_val_loss`` (before any update),
+    ``train_loss``, ``params``, ``fidelity/tokens``,
     ``fidelity/step``, ``cost/flops`` (6·N·D), ``cost/teacher_flops`` (2·N_teacher·D of online
     distillation), ``cost/seconds`` and ``lr``, plus ``extra``. ``export(module, folder)`` adds
     files (e.g. a ``save_pretrained`` copy) to the chief's checkpoint.
@@ -167,7 +168,9 @@ def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_bloc
     step, seconds = 0, 0.0
     if session.resume_dir:
         state = run.load(session.resume_dir)
-        step, seconds = int(state["step"]), float(state["seconds"])
+        step, seconds, init_loss = int(state["step"]), float(state["seconds"]), float(state["init_val_loss"])
+    else:  # where the initialisation starts: inherited weights may begin far below random ones
+        init_loss = mean_token_loss(run.module, val_blocks, batch_size=optim.micro_batch)
     sampler = BlockSampler(len(train_blocks), seed)
     sequences_per_step = optim.micro_batch * optim.grad_accum * session.world_size
     losses: list[float] = []
@@ -187,12 +190,12 @@ def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_bloc
         val_loss = mean_token_loss(run.module, val_blocks, batch_size=optim.micro_batch)
         tokens = step * tokens_per_step
         folder = new_checkpoint_dir()
-        run.save(folder, {"step": step, "seconds": seconds}, session)
+        run.save(folder, {"step": step, "seconds": seconds, "init_val_loss": init_loss}, session)
         if export is not None and session.is_chief:
             export(run.module, os.path.join(folder, "model"))
         metrics = {
             **(extra or {}),
-            "val_loss": val_loss, "val_perplexity": perplexity(val_loss),
+            "val_loss": val_loss, "val_perplexity": perplexity(val_loss), "init_val_loss": init_loss,
             "train_loss": sum(losses) / len(losses), "params": n_params, "distill": kd.mode,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "fidelity/tokens": tokens, "fidelity/step": step,

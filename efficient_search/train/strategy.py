@@ -46,41 +46,41 @@ def merge_config(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[s
     return merged
 
 
-def _deepspeed_top_level_keys() -> set[str]:
-    """Every top-level config key DeepSpeed names in its constants modules."""
+def _deepspeed_config_names() -> set[str]:
+    """Config key names DeepSpeed defines as constants (used to catch misspelt top-level keys)."""
     import importlib
 
-    keys: set[str] = set()
-    for module in ("deepspeed.runtime.constants", "deepspeed.runtime.zero.constants",
-                   "deepspeed.runtime.activation_checkpointing.config", "deepspeed.monitor.constants",
-                   "deepspeed.runtime.data_pipeline.constants", "deepspeed.profiling.constants",
-                   "deepspeed.compression.constants", "deepspeed.autotuning.constants",
-                   "deepspeed.elasticity.constants", "deepspeed.runtime.swap_tensor.constants"):
+    names: set[str] = set()
+    for module in ("runtime.constants", "runtime.zero.config", "runtime.precision_config",
+                   "runtime.model_checkpointing.constants", "runtime.swap_tensor.constants",
+                   "runtime.data_pipeline.constants", "runtime.activation_checkpointing.config",
+                   "profiling.constants", "comm.constants", "monitor.config", "elasticity.constants",
+                   "autotuning.constants", "compression.constants", "nebula.constants"):
         try:
-            values = vars(importlib.import_module(module)).items()
+            values = vars(importlib.import_module(f"deepspeed.{module}")).items()
         except ImportError:
             continue
-        keys.update(v for k, v in values if k.isupper() and isinstance(v, str) and v.isidentifier())
-    return keys
+        names.update(v for k, v in values if k.isupper() and isinstance(v, str) and v.isidentifier())
+    return names
 
 
 def check_deepspeed_config(config: Mapping[str, Any], *, micro_batch_size: int = 1) -> None:
     """Let DeepSpeed parse ``config`` (over the defaults) now, before any worker starts.
 
-    DeepSpeed's own validation rejects bad keys inside its sections; a top-level key DeepSpeed
-    does not know (which it would silently ignore) is refused here with the closest valid name.
+    DeepSpeed's own validation rejects bad keys inside its sections. It ignores unknown
+    top-level keys, so one that is a near miss of a key DeepSpeed defines is refused here.
     """
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from deepspeed.runtime.config import DeepSpeedConfig
 
-    known = _deepspeed_top_level_keys()
+    names = _deepspeed_config_names()
     for key in config:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"Did you mean {close[0]!r}? " if close else ""
+        close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.85)
+        if key not in names and close:
             raise ValueError(f"DeepSpeed does not know `resources.deepspeed_config.{key}` (value "
-                             f"{config[key]!r}) and would ignore it. {hint}Fix: remove or rename it.")
+                             f"{config[key]!r}) and would silently ignore it. Did you mean {close[0]!r}? "
+                             "Fix: rename it.")
     merged = merge_config(DEFAULT_DEEPSPEED_CONFIG, {"train_micro_batch_size_per_gpu": micro_batch_size})
     merged = merge_config(merged, config)
     try:

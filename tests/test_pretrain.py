@@ -1,0 +1,301 @@
+"""The pretraining task on the tiny Shakespeare super-network: initialisations, distillation, resuming."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+
+import efficient_search as es
+from efficient_search.reference.recipes import get_recipe, open_sci_ref_parameters
+from efficient_search.search_spaces.subnetwork import subnetwork_from_config
+from efficient_search.store import ParquetStore
+from efficient_search.subnetwork import SuperDims, count_parameters
+from efficient_search.tasks import get_task
+from efficient_search.tasks.supernets import load_supernet, resolve_supernet, train_tokenizer
+from efficient_search.tasks.texts import corpus
+from efficient_search.testing.sessions import RecordingSession
+from efficient_search.train.lm_loop import BlockSampler, Optimisation, TokenBudget, plan_steps
+from efficient_search.train.strategy import check_deepspeed_config
+
+TASK = get_task("pretrain")
+STUDENT = {"n_layer": 3, "n_embd": 64, "intermediate_size": 192}
+SEQ_LEN, BATCH = 128, 4
+TOKENS_PER_STEP = SEQ_LEN * BATCH
+STEPS = 40  # two reports of 20 updates, four of 10
+Report = tuple[dict[str, Any], str | None]
+
+
+def options(**extra: Any) -> dict[str, Any]:
+    """Resolved options of a small, fast run (40 updates of 4 x 128 tokens, 8 validation blocks)."""
+    return TASK.resolve_options({"student": STUDENT, "max_tokens": STEPS * TOKENS_PER_STEP, "reports": 2,
+                                 "batch_size": BATCH, "seq_len": SEQ_LEN, "eval_sequences": 8,
+                                 "temperature": 2.0, **extra})
+
+
+def train(resolved: dict[str, Any], resume_dir: str | None = None) -> RecordingSession:
+    session = RecordingSession(resume_dir=resume_dir)
+    TASK.train_loop({}, resolved, session, 0)
+    return session
+
+
+def teacher() -> tuple[Any, Any]:
+    return load_supernet(str(resolve_supernet("tiny-shakespeare")))
+
+
+@pytest.fixture(scope="module")
+def trained() -> Iterator[Callable[[str, str], list[Report]]]:
+    """Reports of (init, distill) runs, each trained once per module."""
+    sessions: dict[tuple[str, str], RecordingSession] = {}
+
+    def run(init: str, distill: str) -> list[Report]:
+        if (init, distill) not in sessions:
+            sessions[init, distill] = train(options(init=init, distill=distill))
+        return sessions[init, distill].reports
+
+    yield run
+    for session in sessions.values():
+        session.cleanup()
+
+
+def exported_parameters(checkpoint: str | None) -> int:
+    """Distinct parameters of the student saved in a report's checkpoint (checks the tying too)."""
+    from transformers import AutoModelForCausalLM
+
+    assert checkpoint is not None
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(checkpoint, "model"))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    distinct = sum(p.numel() for p in model.parameters())  # shared tensors once
+    assert distinct < sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
+    return distinct
+
+
+@pytest.mark.parametrize("init", ["random", "first-k", "importance"])
+@pytest.mark.parametrize("distill", ["none", "online"])
+def test_each_initialisation_trains_and_reports_the_metric_contract(trained, init: str, distill: str) -> None:
+    reports = trained(init, distill)
+    metrics = [m for m, _ in reports]
+    assert [m["fidelity/tokens"] for m in metrics] == [20 * TOKENS_PER_STEP, 40 * TOKENS_PER_STEP]
+    assert [m["fidelity/step"] for m in metrics] == [20, 40]
+    model, _ = teacher()
+    dims = SuperDims.from_config(model.config)
+    expected = count_parameters(dims, subnetwork_from_config(STUDENT, dims))
+    assert exported_parameters(reports[-1][1]) == expected
+    teacher_params = sum(p.numel() for p in model.parameters())
+    for m in metrics:
+        assert (m["init"], m["distill"], m["params"]) == (init, distill, expected)
+        assert m["cost/flops"] == 6 * m["params"] * m["fidelity/tokens"]
+        assert math.isfinite(m["train_loss"]) and math.isfinite(m["val_loss"])
+        assert m["val_perplexity"] == pytest.approx(math.exp(m["val_loss"]))
+        assert m["cost/seconds"] > 0 and m["lr"] >= 0
+        if distill == "online":
+            assert m["cost/teacher_flops"] == 2 * teacher_params * m["fidelity/tokens"] > 0
+        else:
+            assert m["cost/teacher_flops"] == 0
+    assert metrics[-1]["cost/seconds"] > metrics[0]["cost/seconds"]
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] < math.log(len(teacher()[1])) + 0.5
+
+
+def test_inherited_weights_with_distillation_start_far_below_random(trained) -> None:
+    first_k, random = trained("first-k", "online")[0][0], trained("random", "online")[0][0]
+    assert first_k["fidelity/tokens"] == random["fidelity/tokens"]
+    assert first_k["val_loss"] < random["val_loss"] - 1.0
+
+
+def test_a_resumed_run_reports_what_the_uninterrupted_run_reported() -> None:
+    resolved = options(init="first-k", distill="online", reports=4)
+    whole = train(resolved)
+    try:
+        assert [m["fidelity/step"] for m, _ in whole.reports] == [10, 20, 30, 40]
+        resumed = train(resolved, resume_dir=whole.reports[1][1])
+        try:
+            assert len(resumed.reports) == 2
+            for (again, _), (before, _) in zip(resumed.reports, whole.reports[2:], strict=True):
+                assert again["fidelity/tokens"] == before["fidelity/tokens"]
+                assert again["val_loss"] == pytest.approx(before["val_loss"], abs=1e-5)
+                assert again["train_loss"] == pytest.approx(before["train_loss"], abs=1e-5)
+                assert again["lr"] == pytest.approx(before["lr"])
+        finally:
+            resumed.cleanup()
+    finally:
+        whole.cleanup()
+
+
+@pytest.fixture(scope="module")
+def small_text(tmp_path_factory) -> str:
+    """About 8 KB of text the teacher never saw (distilling from precomputed top-k over all of it)."""
+    path = tmp_path_factory.mktemp("text") / "genesis.txt"
+    path.write_text(corpus("bible", 8000), encoding="utf-8")
+    return str(path)
+
+
+def test_offline_distillation_trains_on_the_teachers_top_k(small_text: str) -> None:
+    runs = {}
+    for distill in ("offline", "none"):
+        session = train(options(init="first-k", distill=distill, files=[small_text], seq_len=32,
+                                max_tokens=STEPS * BATCH * 32, topk=16))
+        runs[distill] = [m for m, _ in session.reports]
+        session.cleanup()
+    offline, plain = runs["offline"], runs["none"]
+    assert [m["distill"] for m in offline] == ["offline", "offline"]
+    assert [m["fidelity/tokens"] for m in offline] == [m["fidelity/tokens"] for m in plain]
+    assert all(m["cost/teacher_flops"] == 0 and math.isfinite(m["train_loss"]) for m in offline)
+    # Same data, order and start: only the objective differs.
+    assert abs(offline[0]["train_loss"] - plain[0]["train_loss"]) > 1e-3
+    assert offline[-1]["val_loss"] != pytest.approx(plain[-1]["val_loss"], abs=1e-4)
+    with pytest.raises(ValueError, match=r"`task_options.kd_kind` 'js' needs the teacher's whole "
+                                         r"distribution; offline top-k logits only support forward_kl"):
+        options(init="first-k", distill="offline", kd_kind="js", files=[small_text])
+
+
+def test_a_recipe_shapes_a_random_student_with_its_settings() -> None:
+    recipe = get_recipe("open-sci-ref-cpu-tiny")
+    session = train(TASK.resolve_options({"init": "random", "recipe": recipe.name, "max_tokens": 20 * 512,
+                                          "reports": 2, "batch_size": BATCH, "eval_sequences": 8,
+                                          "warmup_steps": 2}))
+    try:
+        first = session.reports[0][0]
+        vocab = len(teacher()[1])
+        L, h = recipe.n_layer, recipe.n_embd  # noqa: N806
+        # Llama, tied embeddings, no biases: open-sci-ref's count plus two RMSNorms a layer and the final one.
+        expected = open_sci_ref_parameters(L, h, recipe.ffn, vocab_size=vocab) + (2 * L + 1) * h
+        assert first["params"] == expected == exported_parameters(session.reports[0][1])
+        assert first["lr"] == pytest.approx(recipe.lr)  # the recipe's peak, mid-run (before the cooldown)
+    finally:
+        session.cleanup()
+
+
+@pytest.fixture(scope="module")
+def subnet_store(ray_session, tmp_path_factory) -> str:
+    """A real `subnetwork` search of tiny-shakespeare, and a digits search, in one store."""
+    store = str(tmp_path_factory.mktemp("searched") / "store")
+    search = {"model": "tiny-shakespeare", "order": "importance", "eval_sequences": 8}
+    result = es.run({"name": "subnet", "task": "subnetwork", "search_space": "subnetwork",
+                     "searcher": "random", "num_samples": 6, "seed": 0, "task_options": search,
+                     "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": store, "verbose": 0})
+    assert len(result.grid) == 6 and not result.grid.errors
+    es.run({"name": "digits", "task_options": {"epochs": 1}, "num_samples": 1,
+            "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": store, "verbose": 0})
+    return store
+
+
+def test_a_searched_student_is_the_chosen_sub_network(subnet_store: str) -> None:
+    rows = ParquetStore(subnet_store).results("subnet")
+    rows = rows[rows["status"] == "RUNNING"]
+    max_params = float(rows["metric.params"].median())
+    eligible = rows[rows["metric.params"] <= max_params]
+    chosen = eligible.sort_values("metric.val_perplexity").iloc[0]
+    assert len(eligible) < len(rows) or rows["metric.params"].nunique() == 1
+    searched = {"store": subnet_store, "experiment": "subnet", "trial": "best", "max_params": max_params}
+    # A tiny learning rate: the first report measures (nearly) the inherited weights.
+    session = train(TASK.resolve_options({"init": "searched", "searched": searched, "max_tokens": 4 * 512,
+                                          "reports": 2, "batch_size": BATCH, "eval_sequences": 8,
+                                          "lr": 1e-8, "warmup_steps": 1}))
+    try:
+        first = session.reports[0][0]
+        assert (first["init"], first["params"]) == ("searched", int(chosen["metric.params"]))
+        assert first["val_loss"] == pytest.approx(chosen["metric.val_loss"], abs=0.25)
+    finally:
+        session.cleanup()
+    by_id = {**searched, "trial": str(chosen["trial_id"])}
+    del by_id["max_params"]
+    assert TASK.resolve_options({"init": "searched", "searched": by_id})["searched"] == by_id
+
+
+@pytest.mark.parametrize(
+    ("searched", "pattern"),
+    [
+        ({"experiment": "nope"}, r"`task_options.searched.experiment` 'nope' is not in the store .* "
+                                 r"\(experiments there: digits, subnet\)"),
+        ({"experiment": "digits"}, r"Experiment 'digits' in store .* is not a `subnetwork` search"),
+        ({"experiment": "subnet", "max_params": 1}, r"No trial of experiment 'subnet' has at most "
+                                                    r"max_params=1 parameters\. Fix: raise max_params"),
+        ({"experiment": "subnet", "trial": "t-0"}, r"Trial 't-0' reported nothing in experiment 'subnet'"),
+    ],
+)
+def test_a_bad_searched_source_is_refused_before_training(subnet_store: str, searched: dict[str, Any],
+                                                           pattern: str) -> None:
+    with pytest.raises(ValueError, match=pattern):
+        TASK.resolve_options({"init": "searched", "searched": {"store": subnet_store, **searched}})
+
+
+@pytest.fixture(scope="module")
+def foreign_student(tmp_path_factory) -> str:
+    """A tiny Llama with a tokenizer of the teacher's size trained on other text."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = train_tokenizer(corpus("bible", 200_000), vocab_size=1024)
+    assert len(tokenizer) == len(teacher()[1]) and tokenizer.get_vocab() != teacher()[1].get_vocab()
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, intermediate_size=64,
+                                         max_position_embeddings=256))
+    out = tmp_path_factory.mktemp("foreign")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.mark.parametrize(
+    ("bad", "pattern"),
+    [
+        ({"init": "pretrained", "distill": "online", "student_model": "FOREIGN"},
+         r"use different tokenizers: distillation compares their next-token distributions"),
+        pytest.param({"precision": "fp16"}, r"`task_options.precision` fp16 needs a GPU",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is valid on a GPU")),
+        ({"seq_len": 1024}, r"`task_options.seq_len` 1024 is above the maximum of 512 positions"),
+        ({"init": "warm"}, r"`task_options.init` must be one of random, first-k, importance, searched, "
+                           r"pretrained, but got 'warm'"),
+        ({"distill": "both"}, r"`task_options.distill` must be one of none, online, offline, but got 'both'"),
+        ({"searched": {"store": "results", "experiment": "x"}},
+         r"`task_options.searched` is set but `init` is 'first-k'\. Fix: init: searched"),
+        ({"init": "pretrained"}, r"`task_options.init` pretrained needs `student_model`"),
+    ],
+)
+def test_bad_options_are_refused_before_training(foreign_student: str, bad: dict[str, Any],
+                                                 pattern: str) -> None:
+    bad = {k: foreign_student if v == "FOREIGN" else v for k, v in bad.items()}
+    with pytest.raises(ValueError, match=pattern):
+        TASK.resolve_options({"init": "first-k", "student": STUDENT, **bad})
+
+
+def test_the_foreign_student_trains_without_distillation(foreign_student: str) -> None:
+    resolved = TASK.resolve_options({"init": "pretrained", "student_model": foreign_student})
+    assert resolved["distill"] == "none"  # one vocabulary is only needed to distil
+
+
+def test_a_budget_below_two_updates_fails_naming_max_tokens() -> None:
+    with pytest.raises(ValueError, match=r"`task_options.max_tokens` 600 buys 1 update\(s\) of 512 tokens .* "
+                                         r"Fix: max_tokens >= 1024"):
+        train(options(init="first-k", max_tokens=600))
+
+
+def test_deepspeed_configs_with_unknown_keys_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"DeepSpeed rejects .*bogus"):
+        check_deepspeed_config({"zero_optimization": {"stage": 2, "bogus": 1}})
+    with pytest.raises(ValueError, match=r"`resources.deepspeed_config.zero_optimisation` .* Did you mean "
+                                         r"'zero_optimization'\?"):
+        check_deepspeed_config({"zero_optimisation": {"stage": 2}})
+    check_deepspeed_config({"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0})
+
+
+def test_block_sampler_permutes_each_pass_deterministically() -> None:
+    sampler = BlockSampler(10, seed=3)
+    first, second = sampler.indices(0, 10), sampler.indices(10, 10)
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(10))
+    assert first.tolist() != second.tolist()  # a new permutation each pass
+    across = BlockSampler(10, seed=3).indices(7, 6)  # the end of pass 0, the start of pass 1
+    assert across.tolist() == first[7:].tolist() + second[:3].tolist()
+    assert torch.equal(BlockSampler(10, seed=3).indices(10, 10), second)
+    assert not torch.equal(BlockSampler(10, seed=4).indices(0, 10), first)
+
+
+def test_plan_steps_counts_updates_and_refuses_a_warmup_as_long_as_the_run() -> None:
+    budget = TokenBudget(max_tokens=10 * TOKENS_PER_STEP + 100, seq_len=SEQ_LEN)
+    assert plan_steps(budget, Optimisation(micro_batch=BATCH), world_size=1) == (10, TOKENS_PER_STEP, 1)
+    assert plan_steps(budget, Optimisation(micro_batch=1, grad_accum=2), world_size=2) == (10, 512, 1)
+    with pytest.raises(ValueError, match=r"`warmup_steps` 10 is not below the run's 10 updates"):
+        plan_steps(budget, Optimisation(micro_batch=BATCH, warmup_steps=10), world_size=1)
