@@ -181,7 +181,9 @@ def main() -> None:
                          "params_share": infos[label]["params"] / teacher_params,
                          "init_val_loss": float(curve["val_loss"].iloc[0]),
                          "final_val_loss": float(curve["val_loss"].iloc[-1]), "tokens_to_target": needed,
-                         "tokens_ratio": budget / needed if needed > 0 else math.inf,
+                         # inf: the start is already below the target; NaN: never reached in the budget
+                         "tokens_ratio": budget / needed if needed > 0 else
+                         math.inf if needed == 0 else math.nan,
                          "teacher_flops_share": float(curve["teacher_flops"].iloc[-1]
                                                       / curve["flops"].iloc[-1]),
                          "seconds": infos[label]["seconds"]})

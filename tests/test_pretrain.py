@@ -16,6 +16,7 @@ from efficient_search.search_spaces.subnetwork import subnetwork_from_config
 from efficient_search.store import ParquetStore
 from efficient_search.subnetwork import SuperDims, count_parameters
 from efficient_search.tasks import get_task
+from efficient_search.tasks.students import searched_trial
 from efficient_search.tasks.supernets import load_supernet, resolve_supernet, train_tokenizer
 from efficient_search.tasks.texts import corpus
 from efficient_search.testing.sessions import RecordingSession
@@ -24,14 +25,15 @@ from efficient_search.train.strategy import check_deepspeed_config
 
 TASK = get_task("pretrain")
 STUDENT = {"n_layer": 3, "n_embd": 64, "intermediate_size": 192}
-SEQ_LEN, BATCH = 128, 4
+SEQ_LEN, BATCH = 64, 4
 TOKENS_PER_STEP = SEQ_LEN * BATCH
-STEPS = 40  # two reports of 20 updates, four of 10
+STEPS = 20  # two reports of 10 updates, four of 5
 Report = tuple[dict[str, Any], str | None]
+Trainer = Callable[[str, str], list[Report]]
 
 
 def options(**extra: Any) -> dict[str, Any]:
-    """Resolved options of a small, fast run (40 updates of 4 x 128 tokens, 8 validation blocks)."""
+    """Resolved options of a small, fast run (20 updates of 4 x 64 tokens, 8 validation blocks)."""
     return TASK.resolve_options({"student": STUDENT, "max_tokens": STEPS * TOKENS_PER_STEP, "reports": 2,
                                  "batch_size": BATCH, "seq_len": SEQ_LEN, "eval_sequences": 8,
                                  "temperature": 2.0, **extra})
@@ -48,7 +50,7 @@ def teacher() -> tuple[Any, Any]:
 
 
 @pytest.fixture(scope="module")
-def trained() -> Iterator[Callable[[str, str], list[Report]]]:
+def trained() -> Iterator[Trainer]:
     """Reports of (init, distill) runs, each trained once per module."""
     sessions: dict[tuple[str, str], RecordingSession] = {}
 
@@ -76,11 +78,12 @@ def exported_parameters(checkpoint: str | None) -> int:
 
 @pytest.mark.parametrize("init", ["random", "first-k", "importance"])
 @pytest.mark.parametrize("distill", ["none", "online"])
-def test_each_initialisation_trains_and_reports_the_metric_contract(trained, init: str, distill: str) -> None:
+def test_each_initialisation_trains_and_reports_the_metric_contract(trained: Trainer, init: str,
+                                                                    distill: str) -> None:
     reports = trained(init, distill)
     metrics = [m for m, _ in reports]
-    assert [m["fidelity/tokens"] for m in metrics] == [20 * TOKENS_PER_STEP, 40 * TOKENS_PER_STEP]
-    assert [m["fidelity/step"] for m in metrics] == [20, 40]
+    assert [m["fidelity/tokens"] for m in metrics] == [10 * TOKENS_PER_STEP, 20 * TOKENS_PER_STEP]
+    assert [m["fidelity/step"] for m in metrics] == [10, 20]
     model, _ = teacher()
     dims = SuperDims.from_config(model.config)
     expected = count_parameters(dims, subnetwork_from_config(STUDENT, dims))
@@ -100,17 +103,17 @@ def test_each_initialisation_trains_and_reports_the_metric_contract(trained, ini
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"] < math.log(len(teacher()[1])) + 0.5
 
 
-def test_inherited_weights_with_distillation_start_far_below_random(trained) -> None:
+def test_inherited_weights_with_distillation_start_far_below_random(trained: Trainer) -> None:
     first_k, random = trained("first-k", "online")[0][0], trained("random", "online")[0][0]
     assert first_k["fidelity/tokens"] == random["fidelity/tokens"]
     assert first_k["val_loss"] < random["val_loss"] - 1.0
 
 
 def test_a_resumed_run_reports_what_the_uninterrupted_run_reported() -> None:
-    resolved = options(init="first-k", distill="online", reports=4)
+    resolved = options(init="importance", distill="online", reports=4)
     whole = train(resolved)
     try:
-        assert [m["fidelity/step"] for m, _ in whole.reports] == [10, 20, 30, 40]
+        assert [m["fidelity/step"] for m, _ in whole.reports] == [5, 10, 15, 20]
         resumed = train(resolved, resume_dir=whole.reports[1][1])
         try:
             assert len(resumed.reports) == 2
@@ -126,7 +129,7 @@ def test_a_resumed_run_reports_what_the_uninterrupted_run_reported() -> None:
 
 
 @pytest.fixture(scope="module")
-def small_text(tmp_path_factory) -> str:
+def small_text(tmp_path_factory: pytest.TempPathFactory) -> str:
     """About 8 KB of text the teacher never saw (distilling from precomputed top-k over all of it)."""
     path = tmp_path_factory.mktemp("text") / "genesis.txt"
     path.write_text(corpus("bible", 8000), encoding="utf-8")
@@ -147,6 +150,10 @@ def test_offline_distillation_trains_on_the_teachers_top_k(small_text: str) -> N
     # Same data, order and start: only the objective differs.
     assert abs(offline[0]["train_loss"] - plain[0]["train_loss"]) > 1e-3
     assert offline[-1]["val_loss"] != pytest.approx(plain[-1]["val_loss"], abs=1e-4)
+    # The truncated teacher still teaches: the student improves and stays near plain training (a
+    # student pushed to put all its softened mass on the teacher's top-k ids got worse than it started).
+    assert offline[-1]["val_loss"] < offline[0]["val_loss"]
+    assert offline[-1]["val_loss"] < plain[-1]["val_loss"] + 0.5
     with pytest.raises(ValueError, match=r"`task_options.kd_kind` 'js' needs the teacher's whole "
                                          r"distribution; offline top-k logits only support forward_kl"):
         options(init="first-k", distill="offline", kd_kind="js", files=[small_text])
@@ -154,9 +161,9 @@ def test_offline_distillation_trains_on_the_teachers_top_k(small_text: str) -> N
 
 def test_a_recipe_shapes_a_random_student_with_its_settings() -> None:
     recipe = get_recipe("open-sci-ref-cpu-tiny")
-    session = train(TASK.resolve_options({"init": "random", "recipe": recipe.name, "max_tokens": 20 * 512,
-                                          "reports": 2, "batch_size": BATCH, "eval_sequences": 8,
-                                          "warmup_steps": 2}))
+    session = train(TASK.resolve_options({"init": "random", "recipe": recipe.name, "reports": 2,
+                                          "max_tokens": STEPS * TOKENS_PER_STEP, "seq_len": SEQ_LEN,
+                                          "batch_size": BATCH, "eval_sequences": 8, "warmup_steps": 2}))
     try:
         first = session.reports[0][0]
         vocab = len(teacher()[1])
@@ -170,7 +177,7 @@ def test_a_recipe_shapes_a_random_student_with_its_settings() -> None:
 
 
 @pytest.fixture(scope="module")
-def subnet_store(ray_session, tmp_path_factory) -> str:
+def subnet_store(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A real `subnetwork` search of tiny-shakespeare, and a digits search, in one store."""
     store = str(tmp_path_factory.mktemp("searched") / "store")
     search = {"model": "tiny-shakespeare", "order": "importance", "eval_sequences": 8}
@@ -198,12 +205,17 @@ def test_a_searched_student_is_the_chosen_sub_network(subnet_store: str) -> None
     try:
         first = session.reports[0][0]
         assert (first["init"], first["params"]) == ("searched", int(chosen["metric.params"]))
-        assert first["val_loss"] == pytest.approx(chosen["metric.val_loss"], abs=0.25)
+        # The same weights measured on other held-out windows of the plays (the search spreads its 8 over
+        # the tail, the task takes the first 8 blocks); a random student of that size is near ln(1024) = 6.9.
+        assert first["val_loss"] == pytest.approx(chosen["metric.val_loss"], abs=0.15)
     finally:
         session.cleanup()
-    by_id = {**searched, "trial": str(chosen["trial_id"])}
-    del by_id["max_params"]
-    assert TASK.resolve_options({"init": "searched", "searched": by_id})["searched"] == by_id
+    # By trial id: the configuration the search evaluated, read back from the store.
+    by_id = {"store": subnet_store, "experiment": "subnet", "trial": str(chosen["trial_id"])}
+    config, search_options = searched_trial(by_id, str(resolve_supernet("tiny-shakespeare")))
+    assert config == {k.removeprefix("config."): v for k, v in chosen.items()
+                      if k.startswith("config.") and v == v}
+    assert search_options["order"] == "importance"
 
 
 @pytest.mark.parametrize(
@@ -224,7 +236,7 @@ def test_a_bad_searched_source_is_refused_before_training(subnet_store: str, sea
 
 
 @pytest.fixture(scope="module")
-def foreign_student(tmp_path_factory) -> str:
+def foreign_student(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny Llama with a tokenizer of the teacher's size trained on other text."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -262,15 +274,15 @@ def test_bad_options_are_refused_before_training(foreign_student: str, bad: dict
         TASK.resolve_options({"init": "first-k", "student": STUDENT, **bad})
 
 
-def test_the_foreign_student_trains_without_distillation(foreign_student: str) -> None:
+def test_a_foreign_tokenizer_is_accepted_without_distillation(foreign_student: str) -> None:
     resolved = TASK.resolve_options({"init": "pretrained", "student_model": foreign_student})
     assert resolved["distill"] == "none"  # one vocabulary is only needed to distil
 
 
 def test_a_budget_below_two_updates_fails_naming_max_tokens() -> None:
-    with pytest.raises(ValueError, match=r"`task_options.max_tokens` 600 buys 1 update\(s\) of 512 tokens .* "
-                                         r"Fix: max_tokens >= 1024"):
-        train(options(init="first-k", max_tokens=600))
+    with pytest.raises(ValueError, match=r"`task_options.max_tokens` 200 buys 0 update\(s\) of 256 tokens .* "
+                                         r"Fix: max_tokens >= 512"):
+        train(options(init="first-k", max_tokens=200))
 
 
 def test_deepspeed_configs_with_unknown_keys_are_refused() -> None:
@@ -296,6 +308,8 @@ def test_block_sampler_permutes_each_pass_deterministically() -> None:
 def test_plan_steps_counts_updates_and_refuses_a_warmup_as_long_as_the_run() -> None:
     budget = TokenBudget(max_tokens=10 * TOKENS_PER_STEP + 100, seq_len=SEQ_LEN)
     assert plan_steps(budget, Optimisation(micro_batch=BATCH), world_size=1) == (10, TOKENS_PER_STEP, 1)
-    assert plan_steps(budget, Optimisation(micro_batch=1, grad_accum=2), world_size=2) == (10, 512, 1)
+    # Workers and accumulation share the micro-batches: the same tokens per update.
+    shared = Optimisation(micro_batch=1, grad_accum=2)
+    assert plan_steps(budget, shared, world_size=2) == (10, TOKENS_PER_STEP, 1)
     with pytest.raises(ValueError, match=r"`warmup_steps` 10 is not below the run's 10 updates"):
         plan_steps(budget, Optimisation(micro_batch=BATCH, warmup_steps=10), world_size=1)

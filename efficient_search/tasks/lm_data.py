@@ -56,7 +56,9 @@ def packed_splits(files: Sequence[str | os.PathLike[str]], tokenizer: Any, seq_l
         raise ValueError(f"{len(lines)} lines of text cannot be split {1 - val_fraction:g} / "
                          f"{val_fraction:g} into training and validation text, fewer than seq_len + 1 = "
                          f"{seq_len + 1} tokens each. Fix: more text, or another val_fraction.")
-    split = lines.train_test_split(test_size=val_fraction, shuffle=False)
+    # A seed although nothing is shuffled: without one `datasets` fingerprints the split from the global
+    # numpy state, so the maps below would miss their cache (and write new files) in every process.
+    split = lines.train_test_split(test_size=val_fraction, shuffle=False, seed=0)
     block = seq_len + 1
 
     def tokenize(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:

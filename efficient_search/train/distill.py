@@ -120,8 +120,8 @@ def topk_distillation_loss(student_logits: torch.Tensor, teacher_values: torch.T
     ``teacher_values`` and ``teacher_indices`` are ``(..., k)``: the teacher's k largest logits and
     their vocabulary ids. The teacher distribution is ``softmax(values / T)`` over those k ids (the
     rest of the vocabulary gets no teacher mass); the divergence is
-    ``sum_k p_t * (log p_t - log q_s)`` with ``log q_s`` the student's full log-softmax at ``T``
-    gathered at the ids. With ``k`` equal to the vocabulary it is ``distillation_loss``. Only
+    ``sum_k p_t * (log p_t - log q_s)`` with ``q_s`` the student's softmax at ``T`` over the same k
+    ids. With ``k`` equal to the vocabulary it is ``distillation_loss``. Only
     ``kind="forward_kl"`` is defined: the others need the teacher's full distribution.
 
         values, ids = topk.batch(block_ids)                                # (B, T, k) each
@@ -134,8 +134,10 @@ def topk_distillation_loss(student_logits: torch.Tensor, teacher_values: torch.T
     student = student_logits.float()
     ce = F.cross_entropy(student.reshape(-1, student.shape[-1]), labels.reshape(-1),
                          ignore_index=IGNORE_INDEX, reduction="sum") / count
-    student_log_probs = F.log_softmax(student / temperature, dim=-1).gather(
-        -1, teacher_indices.long())                                              # (..., k)
+    # Both sides renormalised over the k ids: against the student's full softmax the teacher (which
+    # puts no mass elsewhere) would push all tempered mass onto k ids, sharpening the student's T=1 guesses.
+    student_log_probs = F.log_softmax(student.gather(-1, teacher_indices.long()) / temperature,
+                                      dim=-1)                                    # (..., k)
     teacher_log_probs = F.log_softmax(teacher_values.detach().float() / temperature, dim=-1)
     per_position = _kl(teacher_log_probs, student_log_probs)
     kd = (per_position * mask).sum() / count
