@@ -218,11 +218,38 @@ def test_a_searched_student_is_the_chosen_sub_network(subnet_store: str) -> None
     assert search_options["order"] == "importance"
 
 
+def test_one_spec_compares_the_initialisations(subnet_store: str) -> None:
+    """init as a grid axis: random, first-k and searched students in one experiment, same shape."""
+    rows = ParquetStore(subnet_store).results("subnet")
+    best = rows[rows["status"] == "RUNNING"].sort_values("metric.val_perplexity").iloc[0]
+    shape = {k.removeprefix("config."): int(v) for k, v in best.items()
+             if k.startswith("config.") and k != "config.layer_order" and v == v}
+    result = es.run({
+        "name": "inits", "task": "pretrain",
+        "task_options": {"init": "random", "student": shape, "distill": "online", "temperature": 2.0,
+                         "searched": {"store": subnet_store, "experiment": "subnet", "trial": "best"},
+                         "max_tokens": 8 * 512, "reports": 2, "batch_size": BATCH, "eval_sequences": 8},
+        "search_space": {"init": {"grid": ["random", "first-k", "searched"]}},
+        "num_samples": 1, "resources": {"num_workers": 0, "cpus_per_worker": 1},
+        "store": subnet_store, "verbose": 0,
+    })
+    assert len(result.grid) == 3 and not result.grid.errors
+    reported = result.results()
+    last = reported[reported["status"] == "RUNNING"].sort_values("iteration").groupby("metric.init").tail(1)
+    assert sorted(last["metric.init"]) == ["first-k", "random", "searched"]
+    assert last["metric.params"].nunique() == 1 and last["metric.params"].iloc[0] == best["metric.params"]
+    start = last.set_index("metric.init")["metric.init_val_loss"]
+    # Inherited weights start far below random ones; the searched sub-network (importance order) is the
+    # one the search measured.
+    assert start["searched"] < start["random"] - 1 and start["first-k"] < start["random"]
+    assert start["searched"] == pytest.approx(best["metric.val_loss"], abs=0.15)
+
+
 @pytest.mark.parametrize(
     ("searched", "pattern"),
     [
         ({"experiment": "nope"}, r"`task_options.searched.experiment` 'nope' is not in the store .* "
-                                 r"\(experiments there: digits, subnet\)"),
+                                 r"\(experiments there: digits, .*subnet"),
         ({"experiment": "digits"}, r"Experiment 'digits' in store .* is not a `subnetwork` search"),
         ({"experiment": "subnet", "max_params": 1}, r"No trial of experiment 'subnet' has at most "
                                                     r"max_params=1 parameters\. Fix: raise max_params"),
@@ -262,8 +289,9 @@ def foreign_student(tmp_path_factory: pytest.TempPathFactory) -> str:
         ({"init": "warm"}, r"`task_options.init` must be one of random, first-k, importance, searched, "
                            r"pretrained, but got 'warm'"),
         ({"distill": "both"}, r"`task_options.distill` must be one of none, online, offline, but got 'both'"),
-        ({"searched": {"store": "results", "experiment": "x"}},
-         r"`task_options.searched` is set but `init` is 'first-k'\. Fix: init: searched"),
+        # Checked whatever the init: a trial's configuration may pick `searched`.
+        ({"searched": {"store": "no-such-store", "experiment": "x"}},
+         r"`task_options.searched.experiment` 'x' is not in the store"),
         ({"init": "pretrained"}, r"`task_options.init` pretrained needs `student_model`"),
     ],
 )

@@ -53,6 +53,8 @@ DISTILL = ("none", "online", "offline")
 #: Options a trial's configuration may override (searched hyperparameters).
 TUNABLE = ("lr", "weight_decay", "beta1", "beta2", "warmup_steps", "schedule", "cooldown_fraction",
            "batch_size", "alpha", "beta", "temperature")
+#: Options a trial's configuration may choose (compare initialisations in one experiment).
+PER_TRIAL = ("init", "distill")
 #: Defaults of the options left None, when no recipe gives them.
 FALLBACK = {"lr": 3e-3, "weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "schedule": "wsd",
             "cooldown_fraction": 0.2}
@@ -125,11 +127,8 @@ def check_options(options: Mapping[str, Any]) -> None:
                              f"config.json, but got {options['student_model']!r}.")
         if options["distill"] != "none":
             check_tokenizers(path, options["student_model"])
-    if options["init"] == "searched":
+    if options["init"] == "searched" or options["searched"] is not None:
         searched_trial(options["searched"] or {}, path)
-    elif options["searched"] is not None:
-        raise ValueError("`task_options.searched` is set but `init` is "
-                         f"{options['init']!r}. Fix: init: searched, or remove `searched`.")
     if options["distill"] == "offline" and options["kd_kind"] != "forward_kl":
         raise ValueError(f"`task_options.kd_kind` {options['kd_kind']!r} needs the teacher's whole "
                          "distribution; offline top-k logits only support forward_kl. Fix: distill: "
@@ -169,7 +168,17 @@ def _setting(name: str, params: Mapping[str, Any], options: Mapping[str, Any]) -
 
 
 def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: TrialSession, seed: int) -> None:
-    """Build the student, then train it on the token budget (see the module docstring)."""
+    """Build the student, then train it on the token budget (see the module docstring).
+
+    ``init`` and ``distill`` may also come from the trial's configuration, so one experiment can
+    compare initialisations (e.g. ``search_space: {init: {grid: [random, first-k, searched]}}``).
+    """
+    options = {**options, **{k: params[k] for k in PER_TRIAL if k in params}}
+    _choice(options, "init", INITS)
+    _choice(options, "distill", DISTILL)
+    if options["init"] == "searched" and not options["searched"]:
+        raise ValueError("This trial's `init` is searched but `task_options.searched` is not set. Fix: "
+                         "searched: {store: ..., experiment: ..., trial: best}.")
     path = str(resolve_supernet(options["model"]))
     teacher, tokenizer = load_supernet(path)
     train_blocks, val_blocks = load_blocks(_key(options))
