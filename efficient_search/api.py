@@ -113,6 +113,11 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
         )
     task = get_task(spec.task)
     options = task.resolve_options(spec.task_options)
+    if options.get("precision") == "fp16" and spec.resources.gpus_per_worker == 0:
+        raise ValueError(
+            "`task_options.precision` fp16 needs GPU workers, but `resources.gpus_per_worker` is 0 (CPU "
+            "training has no fp16). Fix: precision: bf16 or fp32, or set gpus_per_worker."
+        )
     if spec.resources.zero_stage == 3 and not task.zero3:
         raise ValueError(
             f"`resources.deepspeed_config.zero_optimization.stage` 3 is not supported by task {task.name!r}: "
@@ -155,7 +160,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     import ray
     from ray import tune
 
-    from efficient_search.trial import cpus_per_trial, make_trainable
+    from efficient_search.trial import KEEP_CHECKPOINTS, cpus_per_trial, make_trainable
 
     if not ray.is_initialized():
         start_ray(cpus_per_trial(spec.resources))
@@ -202,6 +207,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
                 storage_path=storage_path,
                 callbacks=[callback, *_state_callbacks(scheduler)],
                 failure_config=tune.FailureConfig(max_failures=0),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                 verbose=spec.verbose,
             ),
         )

@@ -104,7 +104,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from efficient_search.reference.compare import Trend, compute_axis_table, save_compute_plot
+    from efficient_search.reference.compare import (
+        Trend,
+        compute_axis_table,
+        reference_points,
+        save_compute_plot,
+    )
     from efficient_search.store import ParquetStore
 
     store = ParquetStore(args.store)
@@ -115,6 +120,8 @@ def _compare(args: argparse.Namespace) -> int:
     table = compute_axis_table(store, experiments, reference)
     print(_table(table))
     print(f"\nreference trend: {Trend.from_dict(table.attrs['trend'])}")
+    print("\nopen-sci-ref recipes on the compute axis (C = 6·N·D):")
+    print(_table(reference_points()))
     out = args.out or ("plots" if "://" in store.root else f"{store.root.rstrip('/')}/_plots")
     print(f"saved {save_compute_plot(store, experiments, out, reference)}")
     return 0

@@ -142,10 +142,9 @@ class Resources:
     @property
     def zero_stage(self) -> int:
         """The DeepSpeed ZeRO stage the workers run (0 without DeepSpeed)."""
-        if self.strategy != "deepspeed":
-            return 0
-        zero = (self.deepspeed_config or {}).get("zero_optimization", {})
-        return int(zero.get("stage", 1)) if isinstance(zero, Mapping) else 1
+        from efficient_search.train.strategy import zero_stage
+
+        return zero_stage(self.deepspeed_config) if self.strategy == "deepspeed" else 0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Resources:

@@ -23,6 +23,8 @@ from efficient_search.train.session import InProcessSession, train_worker_sessio
 #: The CPU share the Tune trial itself holds while its Train workers run (Ray refuses an empty
 #: resource request, and the trial mostly waits on its workers).
 TRIAL_DRIVER_CPUS = 0.01
+#: Checkpoints kept per trial (Train and Tune): the latest resumes it, one more guards a torn write.
+KEEP_CHECKPOINTS = 2
 
 
 def train_worker_loop(loop_config: dict[str, Any]) -> None:
@@ -38,7 +40,7 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
 
     def run_trial(config: dict[str, Any]) -> None:
         checkpoint = None if is_restart(config) else tune.get_checkpoint()
-        resume_dir = checkpoint.to_directory() if checkpoint else None
+        resume_dir = checkpoint.to_directory() if checkpoint and resources.num_workers == 0 else None
         loop_config: dict[str, Any] = {
             "task": task,
             "options": dict(options),
@@ -46,7 +48,7 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
             "seed": seed,
             "strategy": resources.strategy,
             "deepspeed_config": resources.deepspeed_config,
-            "resume_dir": resume_dir,
+            "resume_checkpoint": checkpoint,  # each worker fetches it: workers may sit on other nodes
             "fit_id": uuid.uuid4().hex,  # tells this fit's checkpoints from an earlier fit's
         }
         if resources.num_workers == 0:
@@ -81,7 +83,7 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
 
     ``storage_path`` is the experiment's own Train folder, so trial ids never collide.
     """
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -99,6 +101,8 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
             name=run_name(tune.get_context().get_trial_id(), loop_config["params"]),
             storage_path=storage_path,
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
+            # The latest checkpoint resumes a trial; older ones only fill the disk.
+            checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
         ),
     )
     trainer.fit()

@@ -16,6 +16,9 @@ from typing import Any
 
 from efficient_search.tasks.texts import corpus
 
+#: Lines packed together: at most one partial block (< seq_len + 1 tokens) is dropped per batch.
+PACK_LINES = 50_000
+
 
 def corpus_files(name: str, folder: str | os.PathLike[str], max_chars: int,
                  shard_chars: int = 1_000_000) -> list[Path]:
@@ -72,7 +75,8 @@ def packed_splits(files: Sequence[str | os.PathLike[str]], tokenizer: Any, seq_l
     packed = {}
     for name, part in (("train", split["train"]), ("validation", split["test"])):
         ids = part.map(tokenize, batched=True, remove_columns=["text"], num_proc=num_proc)
-        blocks = ids.map(pack, batched=True, batch_size=1000, remove_columns=["ids"], num_proc=num_proc)
+        # Each batch of lines drops its last partial block: large batches keep that loss small.
+        blocks = ids.map(pack, batched=True, batch_size=PACK_LINES, remove_columns=["ids"], num_proc=num_proc)
         if len(blocks) == 0:
             raise ValueError(f"The {name} split holds fewer than seq_len + 1 = {block} tokens. Fix: more "
                              "text, a larger val_fraction, or a smaller seq_len.")

@@ -44,22 +44,22 @@ from efficient_search.tasks.supernets import (
 )
 from efficient_search.tasks.texts import CORPORA
 from efficient_search.train.distill import KINDS
-from efficient_search.train.lm_loop import Distillation, Optimisation, TokenBudget, fit_tokens
+from efficient_search.train.lm_loop import Distillation, Optimisation, TokenBudget, fit_tokens, plan_steps
 from efficient_search.train.schedules import SCHEDULES
 from efficient_search.train.session import TrialSession
-from efficient_search.train.strategy import PRECISIONS
+from efficient_search.train.strategy import PRECISIONS, zero_stage
 
 DISTILL = ("none", "online", "offline")
-#: Options a trial's configuration may override (searched hyperparameters).
-TUNABLE = ("lr", "weight_decay", "beta1", "beta2", "warmup_steps", "schedule", "cooldown_fraction",
-           "batch_size", "alpha", "beta", "temperature")
 #: Options a trial's configuration may choose (compare initialisations in one experiment).
 PER_TRIAL = ("init", "distill")
 #: Defaults of the options left None, when no recipe gives them.
 FALLBACK = {"lr": 3e-3, "weight_decay": 0.05, "beta1": 0.9, "beta2": 0.95, "schedule": "wsd",
             "cooldown_fraction": 0.2}
-NUMBERS = {"lr": (0.0, False), "weight_decay": (0.0, True), "beta1": (0.0, True), "beta2": (0.0, True),
-           "cooldown_fraction": (0.0, True), "grad_clip": (0.0, True)}
+#: name -> (lowest, lowest allowed, highest or None): checked where set.
+NUMBERS = {"lr": (0.0, False, None), "weight_decay": (0.0, True, None), "beta1": (0.0, True, 0.999999),
+           "beta2": (0.0, True, 0.999999), "cooldown_fraction": (0.0, True, 1.0),
+           "grad_clip": (0.0, True, None), "alpha": (0.0, True, None), "beta": (0.0, True, None),
+           "temperature": (0.0, False, None)}
 
 
 def _choice(options: Mapping[str, Any], name: str, valid: tuple[str, ...]) -> None:
@@ -78,22 +78,20 @@ def check_options(options: Mapping[str, Any]) -> None:
     _choice(options, "precision", PRECISIONS)
     if options["schedule"] is not None:
         _choice(options, "schedule", SCHEDULES)
-    for name, (low, inclusive) in NUMBERS.items():
+    for name, (low, inclusive, high) in NUMBERS.items():
         value = options[name]
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value < low or (value == low and not inclusive):
-            raise ValueError(f"`task_options.{name}` must be a number {'>=' if inclusive else '>'} {low}, "
-                             f"but got {value!r}.")
+                or value < low or (value == low and not inclusive) or (high is not None and value > high):
+            bound = f" and <= {high:g}" if high is not None else ""
+            raise ValueError(f"`task_options.{name}` must be a number {'>=' if inclusive else '>'} {low}"
+                             f"{bound}, but got {value!r}.")
     if options["warmup_steps"] is not None and (isinstance(options["warmup_steps"], bool) or
                                                 not isinstance(options["warmup_steps"], int)
                                                 or options["warmup_steps"] < 0):
         raise ValueError(f"`task_options.warmup_steps` must be an int >= 0 or null, but got "
                          f"{options['warmup_steps']!r}.")
-    if options["precision"] == "fp16" and not torch.cuda.is_available():
-        raise ValueError("`task_options.precision` fp16 needs a GPU, and this machine has none (CPU training "
-                         "has no fp16). Fix: precision: bf16 or fp32.")
     if options["recipe"] is not None:
         get_recipe(options["recipe"])  # unknown names raise with the valid ones
     if options["files"] is None:
@@ -116,7 +114,9 @@ def check_options(options: Mapping[str, Any]) -> None:
     path = str(resolve_supernet(options["model"]))
     config = AutoConfig.from_pretrained(path)
     max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if options["recipe"] is None and max_positions is not None and options["seq_len"] > max_positions:
+    # The teacher reads every sequence unless a recipe-shaped student trains alone.
+    teacher_reads = options["distill"] != "none" or options["init"] != "random" or options["recipe"] is None
+    if teacher_reads and max_positions is not None and options["seq_len"] > max_positions:
         raise ValueError(f"`task_options.seq_len` {options['seq_len']} is above the maximum of "
                          f"{max_positions} positions of {options['model']!r}. Fix: seq_len <= "
                          f"{max_positions}.")
@@ -125,14 +125,17 @@ def check_options(options: Mapping[str, Any]) -> None:
                 not os.path.isfile(os.path.join(options["student_model"], "config.json")):
             raise ValueError(f"`task_options.init` pretrained needs `student_model`, a local folder with a "
                              f"config.json, but got {options['student_model']!r}.")
-        if options["distill"] != "none":
-            check_tokenizers(path, options["student_model"])
+        check_tokenizers(path, options["student_model"])  # the text is tokenized with the teacher's
     if options["init"] == "searched" or options["searched"] is not None:
         searched_trial(options["searched"] or {}, path)
     if options["distill"] == "offline" and options["kd_kind"] != "forward_kl":
         raise ValueError(f"`task_options.kd_kind` {options['kd_kind']!r} needs the teacher's whole "
                          "distribution; offline top-k logits only support forward_kl. Fix: distill: "
                          "online, or kd_kind: forward_kl.")
+    # The largest number of updates any worker count allows (one worker): too few even then is refused now.
+    plan_steps(TokenBudget(options["max_tokens"], options["seq_len"], options["reports"]),
+               Optimisation(micro_batch=options["batch_size"], grad_accum=options["grad_accum"],
+                            warmup_steps=_setting("warmup_steps", {}, options)), world_size=1)
 
 
 def _key(options: Mapping[str, Any]) -> str:
@@ -173,12 +176,12 @@ def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: Tri
     ``init`` and ``distill`` may also come from the trial's configuration, so one experiment can
     compare initialisations (e.g. ``search_space: {init: {grid: [random, first-k, searched]}}``).
     """
-    options = {**options, **{k: params[k] for k in PER_TRIAL if k in params}}
-    _choice(options, "init", INITS)
-    _choice(options, "distill", DISTILL)
-    if options["init"] == "searched" and not options["searched"]:
-        raise ValueError("This trial's `init` is searched but `task_options.searched` is not set. Fix: "
-                         "searched: {store: ..., experiment: ..., trial: best}.")
+    if any(k in params for k in PER_TRIAL):  # the trial chose them: check the combination it makes
+        options = {**options, **{k: params[k] for k in PER_TRIAL if k in params}}
+        check_options(options)
+        if options["init"] == "searched" and not options["searched"]:
+            raise ValueError("This trial's `init` is searched but `task_options.searched` is not set. Fix: "
+                             "searched: {store: ..., experiment: ..., trial: best}.")
     path = str(resolve_supernet(options["model"]))
     teacher, tokenizer = load_supernet(path)
     train_blocks, val_blocks = load_blocks(_key(options))
@@ -206,13 +209,12 @@ def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: Tri
         schedule=str(_setting("schedule", params, options)),
         warmup_steps=_setting("warmup_steps", params, options),
         cooldown_fraction=float(_setting("cooldown_fraction", params, options)),
-        micro_batch=int(params.get("batch_size", options["batch_size"])), grad_accum=options["grad_accum"],
+        micro_batch=int(_setting("batch_size", params, options)), grad_accum=options["grad_accum"],
         grad_clip=options["grad_clip"], precision=options["precision"],
     )
 
     def export(module: Any, folder: str) -> None:
-        if session.strategy == "deepspeed" and (session.deepspeed_config or {}).get(
-                "zero_optimization", {}).get("stage") == 3:
+        if session.strategy == "deepspeed" and zero_stage(session.deepspeed_config) == 3:
             return  # partitioned weights: the DeepSpeed checkpoint holds them
         module.save_pretrained(folder)
         tokenizer.save_pretrained(folder)

@@ -113,6 +113,7 @@ def searched_trial(source: Mapping[str, Any], model_path: str) -> tuple[dict[str
     row = chosen.iloc[0]
     config = {c.removeprefix("config."): row[c] for c in chosen.columns
               if c.startswith("config.") and row[c] == row[c]}  # drop NaN (keys of other variants)
+    config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}  # numpy -> Python
     config = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in config.items()}
     return config, search_options
 

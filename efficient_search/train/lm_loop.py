@@ -115,6 +115,23 @@ class BlockSampler:
         return out
 
 
+def teacher_tokens(kd: Distillation, tokens: int) -> int:
+    """Tokens the teacher has read: the student's online; the whole training set once offline."""
+    if kd.teacher is not None:
+        return tokens
+    return int(kd.topk.n_blocks * kd.topk.seq_len) if kd.topk is not None else 0
+
+
+def mean_over_ranks(value: float, session: TrialSession) -> float:
+    """``value`` averaged over the workers (each saw its own micro-batches)."""
+    if session.world_size == 1 or not torch.distributed.is_initialized():
+        return value
+    total = torch.tensor([value], dtype=torch.float64,
+                         device=session.device if session.device.type == "cuda" else "cpu")
+    torch.distributed.all_reduce(total)
+    return float(total.item()) / session.world_size
+
+
 def micro_batch_loss(run: Prepared, blocks: torch.Tensor, index: torch.Tensor, kd: Distillation,
                      device: torch.device) -> torch.Tensor:
     """Cross-entropy, or the distillation loss, of one micro-batch."""
@@ -193,14 +210,15 @@ def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_bloc
         run.save(folder, {"step": step, "seconds": seconds, "init_val_loss": init_loss}, session)
         if export is not None and session.is_chief:
             export(run.module, os.path.join(folder, "model"))
+        train_loss = mean_over_ranks(sum(losses) / len(losses), session)
         metrics = {
             **(extra or {}),
             "val_loss": val_loss, "val_perplexity": perplexity(val_loss), "init_val_loss": init_loss,
-            "train_loss": sum(losses) / len(losses), "params": n_params, "distill": kd.mode,
+            "train_loss": train_loss, "params": n_params, "distill": kd.mode,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "fidelity/tokens": tokens, "fidelity/step": step,
             "cost/flops": 6.0 * n_params * tokens,
-            "cost/teacher_flops": 2.0 * teacher_params * tokens if kd.teacher is not None else 0.0,
+            "cost/teacher_flops": 2.0 * teacher_params * teacher_tokens(kd, tokens),
             "cost/seconds": seconds,
         }
         if session.is_chief:

@@ -83,7 +83,8 @@ def training_memory_bytes(model: nn.Module, optimizer: torch.optim.Optimizer,
                           activation_peak: int) -> int:
     """Parameters + gradients + optimiser state + peak saved activations, in bytes."""
     params = tensor_bytes(iter(model.parameters()))
-    grads = tensor_bytes(p.grad for p in model.parameters() if p.grad is not None)
+    # Gradients as the update holds them (they are freed right after it): one per trainable parameter.
+    grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     state = tensor_bytes(v for s in optimizer.state.values() for v in s.values()
                          if isinstance(v, torch.Tensor) and v.dim() > 0)
     return params + grads + state + activation_peak

@@ -106,7 +106,9 @@ def train_worker_session(loop_config: Mapping[str, Any]) -> TrainWorkerSession:
     checkpoint = ray.train.get_checkpoint()
     fit_id = loop_config.get("fit_id")
     if checkpoint is not None and fit_id is not None and _fit_of(checkpoint) == fit_id:
-        resume_dir = checkpoint.to_directory()
+        resume_dir: str | None = checkpoint.to_directory()
+    elif loop_config.get("resume_checkpoint") is not None:
+        resume_dir = loop_config["resume_checkpoint"].to_directory()
     else:
         resume_dir = loop_config.get("resume_dir")
     if torch.cuda.is_available():

@@ -31,6 +31,8 @@ DEFAULT_DEEPSPEED_CONFIG: dict[str, Any] = {
     "wall_clock_breakdown": False,
 }
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: DeepSpeed batch keys the run derives from the task's batch size and the number of workers.
+TASK_OWNED_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu")
 STATE_FILE = "training_state.pt"
 DEEPSPEED_TAG = "state"
 
@@ -74,6 +76,12 @@ def check_deepspeed_config(config: Mapping[str, Any], *, micro_batch_size: int =
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from deepspeed.runtime.config import DeepSpeedConfig
 
+    for key in TASK_OWNED_KEYS:
+        if key in config:
+            raise ValueError(f"`resources.deepspeed_config.{key}` ({config[key]!r}) is set by the run "
+                             "itself: the task's batch_size per worker, times gradient_accumulation_steps, "
+                             "times num_workers. Fix: remove it and set the batch size in the search space "
+                             "or task options.")
     names = _deepspeed_config_names()
     for key in config:
         close = difflib.get_close_matches(str(key), sorted(names), n=1, cutoff=0.85)
@@ -90,6 +98,13 @@ def check_deepspeed_config(config: Mapping[str, Any], *, micro_batch_size: int =
         raise ValueError(f"DeepSpeed rejects `resources.deepspeed_config` {dict(config)!r}: {detail} "
                          "Fix: correct or remove the named key (see DeepSpeed's config reference).") \
             from exc
+
+
+def zero_stage(config: Mapping[str, Any] | None) -> int:
+    """The ZeRO stage a DeepSpeed config asks for (DeepSpeed's default here: 1)."""
+    zero = (config or {}).get("zero_optimization", {})
+    return int(zero.get("stage", DEFAULT_DEEPSPEED_CONFIG["zero_optimization"]["stage"])) \
+        if isinstance(zero, Mapping) else 1
 
 
 class Prepared:
