@@ -8,8 +8,12 @@ from typing import Any
 import pandas as pd
 import pytest
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from transformers import AutoConfig
 
 import efficient_search as es
+from efficient_search.search_spaces.subnetwork import subnetwork_from_config
+from efficient_search.subnetwork import SuperDims, count_parameters
+from efficient_search.tasks.supernets import resolve_supernet
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -80,3 +84,24 @@ def test_deepspeed_zero2_paused_run_matches_an_uninterrupted_ddp_run(tmp_path: P
     # ZeRO-2 shards the optimiser state, the resumed run reloads it: neither changes the maths.
     assert curve(paused)["metric.val_loss"].tolist() == pytest.approx(
         curve(plain)["metric.val_loss"].tolist(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero3_in_bf16_with_accumulation_trains_and_checkpoints_every_shard(tmp_path: Path) -> None:
+    run = spec(tmp_path, "pretrain-zero3", "deepspeed")
+    run["resources"]["deepspeed_config"] = {"zero_optimization": {"stage": 3}}
+    run["task_options"].update(precision="bf16", grad_accum=2, max_tokens=16384, reports=2)
+    result = es.run(run)
+    assert not result.grid.errors
+    rows = curve(result)
+    assert rows["fidelity.tokens"].tolist() == [8192, 16384]  # 2 workers x 4 x 2 micro-batches x 128 tokens
+    assert rows["metric.val_loss"].iloc[-1] < rows["metric.init_val_loss"].iloc[0]
+    # Partitioned parameters are counted at full size, and every rank wrote its shard.
+    dims = SuperDims.from_config(AutoConfig.from_pretrained(resolve_supernet("tiny-shakespeare")))
+    student = subnetwork_from_config(run["task_options"]["student"], dims)
+    assert rows["metric.params"].iloc[0] == count_parameters(dims, student)
+    latest = sorted((tmp_path / "store" / "_ray" / "_train" / "pretrain-zero3").glob("*/checkpoint_*"))[-1]
+    shards = sorted(p.name for p in (latest / "state").glob("*optim_states.pt"))
+    assert shards == ["bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                      "bf16_zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert not (latest / "model").exists(), "no save_pretrained copy of partitioned weights"

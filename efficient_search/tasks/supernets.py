@@ -56,7 +56,7 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _build_once(path: Path, build: Callable[[Path], None]) -> Path:
+def build_once(path: Path, build: Callable[[Path], None]) -> Path:
     """Run ``build(tmp)`` unless ``path`` exists, then rename ``tmp`` to ``path`` atomically."""
     if (path / "config.json").exists():
         return path
@@ -100,7 +100,7 @@ def _save_smollm2(out: Path) -> None:
 
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a local Hugging Face folder (converted from GGUF once)."""
-    return _build_once(cache_root() / "smollm2-135m", _save_smollm2)
+    return build_once(cache_root() / "smollm2-135m", _save_smollm2)
 
 
 def train_tokenizer(text: str, vocab_size: int) -> Any:
@@ -168,9 +168,15 @@ def build_tiny(out: Path, *, steps: int = 500, seed: int = 0, batch_size: int = 
     tokenizer.save_pretrained(out)
 
 
-def tiny_dir() -> Path:
-    """The tiny Shakespeare super-network as a local Hugging Face folder (trained once)."""
-    return _build_once(cache_root() / "tiny-shakespeare", build_tiny)
+def tiny_dir(steps: int | None = None) -> Path:
+    """The tiny Shakespeare super-network as a local Hugging Face folder (trained once).
+
+    ``steps`` trains a longer-trained variant (16 x 128 tokens per step) in its own folder.
+    """
+    if steps is None:
+        return build_once(cache_root() / "tiny-shakespeare", build_tiny)
+    return build_once(cache_root() / f"tiny-shakespeare-{steps}-steps",
+                      lambda out: build_tiny(out, steps=steps))
 
 
 NAMED: dict[str, Callable[[], Path]] = {"tiny-shakespeare": tiny_dir, "smollm2-135m": smollm2_dir}

@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from efficient_search.tasks.supernets import _build_once, cache_root
+from efficient_search.tasks.supernets import build_once, cache_root
 
 FORMAT = "efficient-search/teacher-topk"
 VERSION = 1
@@ -244,14 +244,14 @@ def teacher_topk_cached(model_path: str, blocks: Any, *, k: int, key: str, batch
         teacher.to(where)
         file = precompute_teacher_topk(teacher, blocks, out / FILE_NAME, k=k, batch_size=batch_size,
                                        dtype=dtype)
-        # _build_once treats config.json as "complete": here it describes the file.
+        # build_once treats config.json as "complete": here it describes the file.
         metadata = TeacherTopK.open(file)
         (out / "config.json").write_text(json.dumps(
             {"format": FORMAT, "version": VERSION, "model_path": str(model_path), "k": k,
              "seq_len": metadata.seq_len, "n_blocks": metadata.n_blocks,
              "vocab_size": metadata.vocab_size, "fingerprint": metadata.fingerprint}, indent=1))
 
-    topk = TeacherTopK.open(_build_once(folder, build) / FILE_NAME)
+    topk = TeacherTopK.open(build_once(folder, build) / FILE_NAME)
     fingerprint = blocks_fingerprint(blocks)
     if topk.fingerprint != fingerprint or topk.k != k:
         raise ValueError(f"The cached {topk!r} (blocks {topk.fingerprint}) does not fit top-{k} of blocks "
