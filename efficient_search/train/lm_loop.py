@@ -158,9 +158,10 @@ def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_bloc
     """Train ``model`` for ``budget.max_tokens`` tokens, reporting ``budget.reports`` times.
 
     Reports ``val_loss``, ``val_perplexity``, ``init_val_loss`` (before any update),
-    ``train_loss``, ``params``, ``fidelity/tokens``,
-    ``fidelity/step``, ``cost/flops`` (6·N·D), ``cost/teacher_flops`` (2·N_teacher·D of online
-    distillation), ``cost/seconds`` and ``lr``, plus ``extra``. ``export(module, folder)`` adds
+    ``train_loss`` (mean over ranks), ``params``, ``fidelity/tokens``, ``fidelity/step``,
+    ``cost/flops`` (6·N·D), ``cost/teacher_flops`` (2·N_teacher times the tokens the teacher read:
+    the student's online, the whole training set once offline), ``cost/seconds`` and ``lr``, plus
+    ``extra``. ``export(module, folder)`` adds
     files (e.g. a ``save_pretrained`` copy) to the chief's checkpoint.
     """
     optim = Optimisation(**{**optim.__dict__, "grad_accum": effective_grad_accum(session, optim.grad_accum)})
