@@ -41,6 +41,7 @@ from efficient_search.tasks.students import parameter_count, searched_trial
 from efficient_search.tasks.supernets import load_supernet, resolve_supernet, tiny_dir
 
 NAME = "pretrain_from_subnetwork"
+BUDGET_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 METHODS = {  # label -> (init, distill)
     "random": ("random", "none"),
     "random+KD": ("random", "online"),
@@ -59,6 +60,14 @@ def tokens_to_reach(curve: pd.DataFrame, target: float) -> float:
             share = (losses[i - 1] - target) / (losses[i - 1] - losses[i])
             return float(tokens[i - 1] + share * (tokens[i] - tokens[i - 1]))
     return math.nan
+
+
+def ratio_at(curves: dict[str, pd.DataFrame], label: str, budget: float) -> float:
+    """Tokens random init needs to reach its loss at ``budget`` over the tokens ``label`` needs."""
+    random = curves["random"]
+    target = float(np.interp(budget, random["tokens"], random["val_loss"]))
+    needed = tokens_to_reach(curves[label], target)
+    return budget / needed if needed > 0 else math.inf if needed == 0 else math.nan
 
 
 def curve_of(store: ParquetStore, experiment: str) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -205,14 +214,27 @@ def main() -> None:
     summary = table.groupby("method", sort=False)[columns].median()
     print("\nmedians over seeds:")
     print(summary.to_string(float_format="{:.4g}".format))
+    # The same ratio against random init stopped earlier: the head start shrinks as budgets grow.
+    by_budget = pd.DataFrame([
+        {"seed": seed, "budget_fraction": fraction, "method": label,
+         "tokens_ratio": ratio_at(runs, label, fraction * float(runs["random"]["tokens"].iloc[-1]))}
+        for seed, runs in curves.items() for fraction in BUDGET_FRACTIONS
+        for label in METHODS if label != "random"
+    ])
+    by_fraction = (by_budget.groupby(["method", "budget_fraction"], sort=False)["tokens_ratio"]
+                   .median().unstack())
+    print("\ntokens ratio against random init stopped at a fraction of the budget (median over seeds):")
+    print(by_fraction.to_string(float_format="{:.3g}".format))
     plot(curves, targets, args.quick)
-    record(args.store, NAME, [("runs", table), ("summary", summary.reset_index())], args.quick)
+    record(args.store, NAME, [("runs", table), ("summary", summary.reset_index()), ("by_budget", by_budget)],
+           args.quick)
     figures = {
         "tokens_ratio_subnet_kd": summary.loc["searched+KD", "tokens_ratio"],
         "tokens_ratio_random_kd": summary.loc["random+KD", "tokens_ratio"],
         "tokens_ratio_firstk_kd": summary.loc["first-k+KD", "tokens_ratio"],
         "final_loss_random": summary.loc["random", "final_val_loss"],
         "final_loss_subnet_kd": summary.loc["searched+KD", "final_val_loss"],
+        "tokens_ratio_subnet_kd_at_10pct": by_fraction.loc["searched+KD", 0.1],
         "seeds": float(args.seeds),
     }
     print(f"total {time.perf_counter() - started:.0f} s")
