@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,10 @@ from efficient_search.registry import make_scheduler, make_searcher, owns_space,
 from efficient_search.search_spaces import resolve_search_space
 from efficient_search.spec import ExperimentSpec, Resources
 from efficient_search.store import ParquetStore, ParquetStoreCallback
+from efficient_search.store.paths import inside_root
 from efficient_search.tasks import Task, get_task
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,7 +182,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
                   "space": space_description,
                   **({"objectives": metric, "modes": mode} if isinstance(metric, list) else {})},
     )
-    experiment_path = os.path.join(storage_path, spec.name)
+    experiment_path = inside_root(storage_path, spec.name, field="name")
     can_restore = tune.Tuner.can_restore(experiment_path)
     if spec.resume and not can_restore:
         print(f"efficient-search: nothing to resume at {experiment_path}; starting "
@@ -244,9 +249,10 @@ def _state_callbacks(scheduler: Any) -> list[Any]:
 
 
 def start_ray(cpus_needed: float) -> None:
-    """Connect to the cluster in ``RAY_ADDRESS`` or start a local one that fits one trial."""
-    import math
+    """Connect to the cluster in ``RAY_ADDRESS`` or start a local one that fits one trial.
 
+    A local cluster listens on 127.0.0.1 only; see :func:`start_local_ray` for the opt-out.
+    """
     import ray
 
     if os.environ.get("RAY_ADDRESS"):
@@ -257,9 +263,79 @@ def start_ray(cpus_needed: float) -> None:
         return
     except ConnectionError:
         pass
+    start_local_ray(cpus_needed)
+
+
+#: Environment variable naming the address a local Ray started by the package listens on.
+RAY_HOST_ENV = "EFFICIENT_SEARCH_RAY_HOST"
+LOOPBACK = "127.0.0.1"
+
+
+def start_local_ray(cpus_needed: float, *, host: str | None = None, temp_dir: str | None = None,
+                    **init_options: Any) -> None:
+    """Start a single-machine Ray that fits one trial and is reachable from this machine only.
+
+    By default every process of it (GCS, raylet, workers, dashboard and its agents) listens on
+    127.0.0.1. ``host`` (default: the ``EFFICIENT_SEARCH_RAY_HOST`` environment variable, else
+    ``127.0.0.1``) opts out: an address of this machine makes Ray listen and advertise there (so
+    other machines can join), ``0.0.0.0`` gives Ray's own default (every interface). ``temp_dir``
+    is Ray's ``_temp_dir``; ``init_options`` go to ``ray.init``.
+
+    Example::
+
+        start_local_ray(2)                       # 127.0.0.1 only
+        start_local_ray(2, host="10.0.0.5")      # reachable at 10.0.0.5
+    """
+    import math
+
+    import ray
+
+    host = host or os.environ.get(RAY_HOST_ENV) or LOOPBACK
+    options: dict[str, Any] = {"dashboard_host": host, **init_options}
+    if temp_dir is not None:
+        options["_temp_dir"] = temp_dir
+    if host not in ("0.0.0.0", "::"):
+        options["_node_ip_address"] = host
     # A local cluster gets at least the CPUs one trial asks for, so that a 2-core laptop can
     # still run 2 workers beside the trial's own small share.
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_needed)))
+    num_cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed))
+    with _loopback_node_ip(host):
+        ray.init(num_cpus=num_cpus, **options)
+    node_ip = ray.util.get_node_ip_address()
+    if _is_loopback(host) and not _is_loopback(node_ip):
+        logger.warning("Ray was asked to listen on %s but its node address is %s: its processes may be "
+                       "reachable from the network.", host, node_ip)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextlib.contextmanager
+def _loopback_node_ip(host: str) -> Iterator[None]:
+    """Let ``ray.init`` keep a loopback node address.
+
+    On Linux, ``ray.init(_node_ip_address="127.0.0.1")`` swaps 127.0.0.1 for the machine's outward
+    address unless Ray's multi-node support is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when
+    Ray is imported; the default on macOS and Windows). The GCS, raylet and workers listen on the node
+    address, so turn multi-node support off while this node starts (only address look-ups read it).
+    """
+    from ray._private import ray_constants
+
+    if not _is_loopback(host) or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def _default_storage(store_root: str) -> str:

@@ -63,7 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _compare(args)
         return _report(args)
     except (ValueError, TypeError) as exc:
-        print(f"efficient-search: error: {exc}", file=sys.stderr)
+        from efficient_search.redaction import redact_text
+
+        print(redact_text(f"efficient-search: error: {exc}"), file=sys.stderr)
         return 2
 
 

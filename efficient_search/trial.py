@@ -8,7 +8,6 @@ which skips Train's start-up cost for tiny models.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,6 +16,7 @@ from ray import tune
 
 from efficient_search.fidelity import is_restart, run_name
 from efficient_search.spec import Resources
+from efficient_search.store.paths import inside_root
 from efficient_search.tasks import get_task
 from efficient_search.train.session import InProcessSession, train_worker_session
 
@@ -59,7 +59,8 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
                                        device=torch.device("cuda" if use_gpu else "cpu"))
             get_task(task).train_loop(dict(config), dict(options), session, seed)
         else:
-            fit_torch_trainer(loop_config, resources, os.path.join(storage_path, "_train", experiment))
+            fit_torch_trainer(loop_config, resources,
+                              inside_root(storage_path, "_train", experiment, field="experiment"))
 
     return tune.with_resources(run_trial, trial_request(resources))
 
@@ -81,7 +82,8 @@ def cpus_per_trial(resources: Resources) -> float:
 def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage_path: str) -> None:
     """Fit a ``TorchTrainer`` named after the Tune trial; re-fitting the name resumes it.
 
-    ``storage_path`` is the experiment's own Train folder, so trial ids never collide.
+    ``storage_path`` is the experiment's own Train folder, so trial ids never collide; the run
+    folder is refused if it would lie outside it.
     """
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -91,6 +93,8 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
     per_worker = {"CPU": resources.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = resources.gpus_per_worker
+    name = run_name(tune.get_context().get_trial_id(), loop_config["params"])
+    inside_root(storage_path, name, field="Train run name (trial id and fidelity)")
     trainer = TorchTrainer(
         train_worker_loop,
         train_loop_config=loop_config,
@@ -98,7 +102,7 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
                                      resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(
-            name=run_name(tune.get_context().get_trial_id(), loop_config["params"]),
+            name=name,
             storage_path=storage_path,
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
             # The latest checkpoint resumes a trial; older ones only fill the disk.

@@ -138,7 +138,8 @@ class ParquetStoreCallback(Callback):
 
 
 def _error_text(trial: Trial) -> str:
-    """The last lines of the trial's error file, or the pickled error's text."""
+    """The last lines of the trial's error file (text; its pickled twin, possibly on a shared
+    bucket, is never unpickled here)."""
     try:
         path = trial.error_file
         if path:
@@ -146,5 +147,4 @@ def _error_text(trial: Trial) -> str:
                 return handle.read()[-2000:]
     except OSError:
         pass
-    error = trial.get_pickled_error() if hasattr(trial, "get_pickled_error") else None
-    return repr(error) if error is not None else "trial raised an error"
+    return "trial raised an error"

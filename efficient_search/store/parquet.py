@@ -30,6 +30,8 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from efficient_search.redaction import redact
+from efficient_search.store.paths import inside_root
 from efficient_search.store.rows import ERROR, IDENTITY_COLUMNS, TERMINATED, row_key
 
 logger = logging.getLogger(__name__)
@@ -161,7 +163,9 @@ class ParquetStore:
 
     # -- paths ---------------------------------------------------------------------------
     def _partition(self, experiment: str) -> str:
-        return f"{self._path}/{PARTITION_KEY}={validate_experiment_name(experiment, 'experiment')}"
+        name = validate_experiment_name(experiment, "experiment")
+        return inside_root(self._path, f"{PARTITION_KEY}={name}", field="experiment",
+                           local=isinstance(self._fs, pafs.LocalFileSystem))
 
     def _data_files(self, experiment: str) -> list[str]:
         selector = pafs.FileSelector(self._partition(experiment), allow_not_found=True)
@@ -259,8 +263,12 @@ class ParquetStore:
             self._fs.delete_file(path)
 
     def write_metadata(self, experiment: str, metadata: Mapping[str, Any]) -> None:
-        """Save experiment-level facts (spec, metric, mode) beside the data files."""
-        text = json.dumps(dict(metadata), indent=2, sort_keys=True, default=str).encode()
+        """Save experiment-level facts (spec, metric, mode) beside the data files.
+
+        Values that look secret are replaced (see :func:`efficient_search.redaction.redact`).
+        """
+        plain = json.loads(json.dumps(dict(metadata), default=str))  # objects as their text, redacted too
+        text = json.dumps(redact(plain), indent=2, sort_keys=True).encode()
         path = f"{self._partition(experiment)}/{METADATA_FILE}"
         self._write_whole(path, lambda stream: stream.write(text))
 

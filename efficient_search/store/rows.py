@@ -7,7 +7,9 @@ A row has fixed identity columns, then prefixed value columns:
 - ``metric.<name>``: every other numeric or string value the trial reported.
 
 Ray's own bookkeeping keys (``pid``, ``hostname``, ``time_this_iter_s``...) are left out; the
-few worth keeping (``timestamp``, ``time_total_s``) get identity columns.
+few worth keeping (``timestamp``, ``time_total_s``) get identity columns. Secret-looking values
+(an ``api_key`` option, the value of ``HF_TOKEN``) are written as ``<redacted>``; see
+:mod:`efficient_search.redaction`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
+
+from efficient_search.redaction import environment_secrets, redact
 
 SCHEMA_VERSION = 1
 
@@ -145,9 +149,12 @@ def make_row(
         "hardware": context.get("hardware"),
         "schema_version": SCHEMA_VERSION,
     }
-    row.update({f"config.{k}": config_value(v) for k, v in flatten(config).items()})
+    # Rows land in files others read: no secret-looking config/metric values, no environment
+    # secrets (the config is redacted before nested values become JSON text).
+    secrets = environment_secrets()
+    row.update({f"config.{k}": config_value(v) for k, v in flatten(redact(config, secrets)).items()})
     row.update(result_columns(result))
-    return row
+    return dict(redact(row, secrets))
 
 
 def row_key(row: Mapping[str, Any]) -> tuple[str, int, str]:
