@@ -206,11 +206,13 @@ def prepare(model: nn.Module, optimizer: torch.optim.Optimizer, session: TrialSe
         raise ValueError("`precision` fp16 needs a GPU; CPU runs have no fp16 training. Fix: bf16 or fp32.")
     model = model.to(session.device)
     if session.strategy == "deepspeed":
-        settings = {"train_micro_batch_size_per_gpu": micro_batch_size,
-                    "gradient_accumulation_steps": grad_accum,
-                    "gradient_clipping": float(grad_clip or 0.0),
-                    "bf16": {"enabled": precision == "bf16"},
-                    "fp16": {"enabled": precision == "fp16"}}
+        # Only what the run asks for: DeepSpeed's defaults stay untouched otherwise.
+        settings: dict[str, Any] = {"train_micro_batch_size_per_gpu": micro_batch_size,
+                                    "gradient_accumulation_steps": grad_accum}
+        if grad_clip:
+            settings["gradient_clipping"] = float(grad_clip)
+        if precision != "fp32":
+            settings[precision] = {"enabled": True}
         return _deepspeed(model, optimizer, session, settings, scheduler)
     if precision == "fp16":
         raise ValueError("`precision` fp16 is supported with strategy deepspeed only. Fix: bf16.")
