@@ -69,14 +69,20 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     neither term; without any counted position the loss is 0 (still differentiable).
     """
     _check(student_logits, teacher_logits, labels, alpha, beta, temperature, kind)
-    mask = labels != IGNORE_INDEX
-    count = mask.sum().clamp(min=1)
     student = student_logits.float()
-    ce = F.cross_entropy(student.reshape(-1, student.shape[-1]), labels.reshape(-1),
-                         ignore_index=IGNORE_INDEX, reduction="sum") / count
     student_log_probs = F.log_softmax(student / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     per_position = divergence(student_log_probs, teacher_log_probs, kind)
+    return _mix(student, labels, per_position, alpha, beta, temperature)
+
+
+def _mix(student: torch.Tensor, labels: torch.Tensor, per_position: torch.Tensor, alpha: float,
+         beta: float, temperature: float) -> torch.Tensor:
+    """``alpha * CE + beta * T^2 * mean divergence``, both over the positions not labelled -100."""
+    mask = labels != IGNORE_INDEX
+    count = mask.sum().clamp(min=1)
+    ce = F.cross_entropy(student.reshape(-1, student.shape[-1]), labels.reshape(-1),
+                         ignore_index=IGNORE_INDEX, reduction="sum") / count
     kd = (per_position * mask).sum() / count
     return alpha * ce + beta * temperature ** 2 * kd
 
@@ -129,16 +135,10 @@ def topk_distillation_loss(student_logits: torch.Tensor, teacher_values: torch.T
     """
     _check_topk(student_logits, teacher_values, teacher_indices, kind)
     _check(student_logits, student_logits, labels, alpha, beta, temperature, kind)
-    mask = labels != IGNORE_INDEX
-    count = mask.sum().clamp(min=1)
     student = student_logits.float()
-    ce = F.cross_entropy(student.reshape(-1, student.shape[-1]), labels.reshape(-1),
-                         ignore_index=IGNORE_INDEX, reduction="sum") / count
     # Both sides renormalised over the k ids: against the student's full softmax the teacher (which
     # puts no mass elsewhere) would push all tempered mass onto k ids, sharpening the student's T=1 guesses.
     student_log_probs = F.log_softmax(student.gather(-1, teacher_indices.long()) / temperature,
                                       dim=-1)                                    # (..., k)
     teacher_log_probs = F.log_softmax(teacher_values.detach().float() / temperature, dim=-1)
-    per_position = _kl(teacher_log_probs, student_log_probs)
-    kd = (per_position * mask).sum() / count
-    return alpha * ce + beta * temperature ** 2 * kd
+    return _mix(student, labels, _kl(teacher_log_probs, student_log_probs), alpha, beta, temperature)
