@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -139,7 +140,13 @@ def save_pareto_plot(store: ParquetStore, experiment: str, out_dir: str | os.Pat
     if (last[y] > 0).all() and last[y].max() / max(last[y].min(), 1e-12) > 20:
         ax.set_yscale("log")
     ax.legend()
-    path = Path(out_dir) / f"{experiment}-pareto-front.png"
+    return save_figure(fig, Path(out_dir) / f"{experiment}-pareto-front.png")
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    """Lay out ``fig``, write it as a PNG at ``path`` (folders created) and close it."""
+    import matplotlib.pyplot as plt
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -412,9 +412,6 @@ def save_compute_plot(store: ParquetStore, experiments: str | Sequence[str], out
                  title="loss by compute")
     if len(groups) <= 12:
         by_flops.legend(fontsize=7)
-    path = Path(out_dir) / f"{first}-compute-axis.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from efficient_search.report import save_figure
+
+    return save_figure(fig, Path(out_dir) / f"{first}-compute-axis.png")
