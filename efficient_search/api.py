@@ -170,7 +170,8 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     if not ray.is_initialized():
         start_ray(cpus_per_trial(spec.resources))
     trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
-                               seed=spec.seed, storage_path=storage_path, experiment=spec.name)
+                               seed=spec.seed, storage_path=storage_path, experiment=spec.name,
+                               max_failures=spec.max_failures)
     callback = ParquetStoreCallback(
         store,
         experiment=spec.name,
@@ -211,7 +212,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
                 name=spec.name,
                 storage_path=storage_path,
                 callbacks=[callback, *_state_callbacks(scheduler)],
-                failure_config=tune.FailureConfig(max_failures=0),
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                 verbose=spec.verbose,
             ),

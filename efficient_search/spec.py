@@ -195,6 +195,9 @@ class ExperimentSpec:
     """Seed of the searcher and of every trial's training."""
     resume: bool = False
     """Continue the experiment of the same name found under ``storage_path`` if there is one."""
+    max_failures: int = 0
+    """How often a failed trial is retried from its last checkpoint (a lost node, a killed
+    process); its Ray Train worker group gets as many retries of its own."""
     verbose: int = 1
     """Ray Tune's progress output: 0 silent, 1 status tables, 2 and 3 more detail."""
 
@@ -217,6 +220,7 @@ class ExperimentSpec:
         _check_number("", "time_budget_s", self.time_budget_s, integer=False, minimum=0,
                       optional=True, example="600")
         _check_number("", "seed", self.seed, integer=True, minimum=0, example="0")
+        _check_number("", "max_failures", self.max_failures, integer=True, minimum=0, example="2")
         if self.storage_path is not None and not isinstance(self.storage_path, str):
             raise _type_error("", "storage_path", self.storage_path, "a string", "/tmp/ray")
         if isinstance(self.verbose, bool) or self.verbose not in (0, 1, 2, 3):

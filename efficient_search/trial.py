@@ -35,8 +35,12 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
 
 
 def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resources, seed: int,
-                   storage_path: str, experiment: str) -> Callable[[dict[str, Any]], None]:
-    """The function trainable of an experiment, with its resource request attached."""
+                   storage_path: str, experiment: str,
+                   max_failures: int = 0) -> Callable[[dict[str, Any]], None]:
+    """The function trainable of an experiment, with its resource request attached.
+
+    ``max_failures`` retries of a Train worker group restart it from its latest checkpoint.
+    """
 
     def run_trial(config: dict[str, Any]) -> None:
         checkpoint = None if is_restart(config) else tune.get_checkpoint()
@@ -60,7 +64,8 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
             get_task(task).train_loop(dict(config), dict(options), session, seed)
         else:
             fit_torch_trainer(loop_config, resources,
-                              inside_root(storage_path, "_train", experiment, field="experiment"))
+                              inside_root(storage_path, "_train", experiment, field="experiment"),
+                              max_failures=max_failures)
 
     return tune.with_resources(run_trial, trial_request(resources))
 
@@ -79,13 +84,17 @@ def cpus_per_trial(resources: Resources) -> float:
     return trial_request(resources)["CPU"] + workers
 
 
-def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage_path: str) -> None:
+def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage_path: str,
+                      max_failures: int = 0) -> None:
     """Fit a ``TorchTrainer`` named after the Tune trial; re-fitting the name resumes it.
+
+    A worker group that fails (a worker or its node dies) is restarted up to ``max_failures``
+    times; its workers resume from the latest checkpoint of this fit.
 
     ``storage_path`` is the experiment's own Train folder, so trial ids never collide; the run
     folder is refused if it would lie outside it.
     """
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -107,6 +116,7 @@ def fit_torch_trainer(loop_config: dict[str, Any], resources: Resources, storage
             callbacks=[TuneReportCallback()],  # type: ignore[list-item]
             # The latest checkpoint resumes a trial; older ones only fill the disk.
             checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            failure_config=FailureConfig(max_failures=max_failures),
         ),
     )
     trainer.fit()
