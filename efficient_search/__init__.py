@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from efficient_search.api import RunResult, run
+    from efficient_search.api import RunResult, resume, run
     from efficient_search.spec import ExperimentSpec, Resources
     from efficient_search.store import ParquetStore, ParquetStoreCallback
 
@@ -22,6 +22,7 @@ _EXPORTS = {
     "ParquetStoreCallback": "efficient_search.store",
     "Resources": "efficient_search.spec",
     "RunResult": "efficient_search.api",
+    "resume": "efficient_search.api",
     "run": "efficient_search.api",
 }
 
@@ -37,4 +38,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["ExperimentSpec", "ParquetStore", "ParquetStoreCallback", "Resources", "RunResult",
-           "__version__", "run"]
+           "__version__", "resume", "run"]

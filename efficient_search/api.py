@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,12 +98,13 @@ def _name(obj: Any) -> str:
     return obj if isinstance(obj, str) else type(obj).__name__
 
 
-def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
-        **overrides: Any) -> RunResult:
+def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
+        callbacks: Sequence[Any] = (), **overrides: Any) -> RunResult:
     """Run the search a spec describes and return its results.
 
     Everything is checked before a trial starts. ``overrides`` replace spec fields, e.g.
-    ``run("examples/digits.yaml", num_samples=2)``.
+    ``run("examples/digits.yaml", num_samples=2)``. ``callbacks`` are extra Ray Tune callbacks
+    (e.g. the autoscaling harness's trial timeline).
 
     Example::
 
@@ -186,6 +187,12 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     experiment_path = inside_root(storage_path, spec.name, field="name")
     can_restore = tune.Tuner.can_restore(experiment_path)
     if spec.resume and not can_restore:
+        if store.keys(spec.name):
+            raise ValueError(
+                f"Experiment {spec.name!r} has results in the store {store.root!r}, but Ray's saved "
+                f"state of it is not at {experiment_path!r}, so it cannot be resumed. Fix: pass the "
+                "`storage_path` it ran with, or choose a new name."
+            )
         print(f"efficient-search: nothing to resume at {experiment_path}; starting "
               f"{spec.name!r} afresh.", flush=True)
     if spec.resume and can_restore:
@@ -211,7 +218,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=storage_path,
-                callbacks=[callback, *_state_callbacks(scheduler)],
+                callbacks=[callback, *_state_callbacks(scheduler), *callbacks],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                 verbose=spec.verbose,
@@ -219,6 +226,37 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
         )
     grid = tuner.fit()
     return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
+
+
+def resume(store: str | os.PathLike[str], experiment: str, **overrides: Any) -> RunResult:
+    """Continue an interrupted experiment with the spec its store recorded.
+
+    Ray's saved experiment state brings back the trials, the searcher and the scheduler; the store
+    is made to agree with it (see :meth:`ParquetStoreCallback.reconcile`). ``overrides`` replace
+    spec fields, e.g. ``max_failures=2``.
+
+    Example::
+
+        es.resume("results", "digits-demo")
+    """
+    root = os.fspath(store)
+    recorded = ParquetStore(root).metadata(experiment).get("spec")
+    if not isinstance(recorded, Mapping):
+        raise ValueError(
+            f"`experiment` {experiment!r} has no recorded spec in the store {root!r}. Fix: check the "
+            "store root and the name (`efficient-search report` lists what is there), or resume "
+            "from its spec file with `efficient-search run SPEC --resume`."
+        )
+    for name in ("searcher", "scheduler", "search_space"):
+        value = recorded.get(name)
+        if isinstance(value, str) and value.startswith("<") and value.endswith(">"):
+            raise ValueError(
+                f"Experiment {experiment!r} ran with a Python object as `{name}` ({value}), which a "
+                "spec cannot hold. Fix: resume from Python with es.run(spec, resume=True) and the "
+                "same object."
+            )
+    data = {**recorded, "store": root, "resume": True, **overrides}
+    return run(data)
 
 
 def describe_space(space: Any) -> Any:

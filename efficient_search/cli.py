@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from efficient_search.api import RunResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,6 +23,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="override the experiment name")
     run.add_argument("--num-samples", type=int, help="override the number of trials")
     run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+
+    resume = commands.add_parser("resume", help="continue an interrupted experiment (searcher, "
+                                                "scheduler and store as they were)")
+    resume.add_argument("--store", required=True, help="store root the experiment wrote to")
+    resume.add_argument("--experiment", required=True)
+    resume.add_argument("--max-failures", type=int,
+                        help="override how often a failed trial is retried from its checkpoint")
 
     submit = commands.add_parser("submit", help="submit `run SPEC` to a Ray cluster as a job")
     submit.add_argument("spec")
@@ -52,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "resume":
+            return _resume(args)
         if args.command == "submit":
             from efficient_search.submit import submit
 
@@ -71,7 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from efficient_search.api import run
-    from efficient_search.report import ranked_table
 
     overrides = {k: v for k, v in {"store": args.store, "name": args.name,
                                    "num_samples": args.num_samples}.items() if v is not None}
@@ -79,7 +91,19 @@ def _run(args: argparse.Namespace) -> int:
         overrides["resume"] = True
     from efficient_search.reference.presets import spec_argument
 
-    result = run(spec_argument(args.spec), **overrides)
+    return _summary(run(spec_argument(args.spec), **overrides))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from efficient_search.api import resume
+
+    overrides = {} if args.max_failures is None else {"max_failures": args.max_failures}
+    return _summary(resume(args.store, args.experiment, **overrides))
+
+
+def _summary(result: RunResult) -> int:
+    from efficient_search.report import ranked_table
+
     print(_table(ranked_table(result.store, result.spec.name, result.metric, result.mode)))
     print(f"\nstore: {result.store.root}  experiment: {result.spec.name}")
     print(f"report: efficient-search report --store {result.store.root} "

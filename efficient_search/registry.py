@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ray.tune.schedulers import (
-    AsyncHyperBandScheduler,
     FIFOScheduler,
     HyperBandScheduler,
     MedianStoppingRule,
@@ -184,9 +183,12 @@ def _optuna(*, seed: int, sampler: str = "tpe", space: Any = None,
 
 
 def _asha(*, seed: int, max_t: int = 4, grace_period: int = 1, reduction_factor: float = 2,
-          time_attr: str = "training_iteration") -> TrialScheduler:
-    return AsyncHyperBandScheduler(time_attr=time_attr, max_t=max_t, grace_period=grace_period,
-                                   reduction_factor=reduction_factor)
+          brackets: int = 1, time_attr: str = "training_iteration") -> TrialScheduler:
+    """Ray's ASHA, seeded, with rungs that survive ``Tuner.restore``."""
+    from efficient_search.schedulers import RestorableASHA
+
+    return RestorableASHA(seed=seed, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
+                          reduction_factor=reduction_factor, brackets=brackets)
 
 
 def _hyperband(*, seed: int, max_t: int = 4, reduction_factor: float = 3,

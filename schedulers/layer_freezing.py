@@ -36,6 +36,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from efficient_search.fidelity import EPOCHS, RESTART, TRAINABLE_LAYERS
 from efficient_search.schedulers.rungs import Decision, Rung, RungLadder, make_rungs
+from efficient_search.schedulers.state import SchedulerStateCallback
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -234,17 +235,3 @@ class LayerFreezingScheduler(FIFOScheduler):
         rungs = ", ".join(f"z={r.trainable_layers}/e={r.epochs}: {n}"
                           for r, n in zip(self.rungs, counts, strict=True))
         return f"LayerFreezingScheduler ({self.promotion}): {rungs}"
-
-
-class SchedulerStateCallback(Callback):
-    """Carries a scheduler's ``get_state``/``set_state`` through Tune's experiment snapshots."""
-
-    def __init__(self, scheduler: LayerFreezingScheduler):
-        self.scheduler = scheduler
-
-    def get_state(self) -> dict[str, Any] | None:
-        return self.scheduler.get_state()
-
-    def set_state(self, state: dict[str, Any]) -> None:
-        self.scheduler.set_state(state)
-

@@ -59,11 +59,13 @@ class ParquetStoreCallback(Callback):
         self._written: set[tuple[str, int, str]] = set()
         self._last_flush = time.monotonic()
         self._rows_written = 0
+        self._reconciled = False
 
     # -- Tune hooks ----------------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: int | None = None,
               total_num_samples: int | None = None, **info: Any) -> None:
         self._last_flush = time.monotonic()  # a restored callback's clock may be from another boot
+        self._reconciled = False
         self._written = self.store.keys(self.experiment)
         if self._metadata:
             self.store.write_metadata(self.experiment, self._metadata)
@@ -80,6 +82,12 @@ class ParquetStoreCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial,
                        **info: Any) -> None:
         self._end(trial, ERROR, error=_error_text(trial))
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        if not self._reconciled:
+            self._reconciled = True
+            if trials and self._written:  # a restored experiment, before any trial starts again
+                self.reconcile(trials)
 
     def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         self._maybe_flush()
@@ -100,6 +108,26 @@ class ParquetStoreCallback(Callback):
                 f"{STATE_VERSION}; restore with the efficient-search version that wrote it."
             )
         self._rows_written = int(state["rows_written"])
+
+    def reconcile(self, trials: list[Trial]) -> int:
+        """Make the store agree with a restored experiment state; returns the rows removed.
+
+        Rows flushed after the state Tune restored from was saved belong to trials it does not
+        know (the searcher, restored with it, suggests them again under new ids) or lie past the
+        checkpoint an unfinished trial resumes from (reported again). Those rows are removed, so
+        the resumed run writes each of them once.
+        """
+        redo = rows_to_redo(self._written, trials)
+        if not redo:
+            return 0
+        removed = self.store.remove(self.experiment, redo)
+        self._written -= redo
+        known = {trial.trial_id for trial in trials}
+        lost = {trial_id for trial_id, _, _ in redo if trial_id not in known}
+        print(f"efficient-search: {self.experiment}: {removed} stored rows came after the saved "
+              f"experiment state ({len(lost)} trials it does not know); they will be reported "
+              "again.", flush=True)
+        return removed
 
     # -- buffering -----------------------------------------------------------------------
     def add(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any],
@@ -135,6 +163,30 @@ class ParquetStoreCallback(Callback):
             raise
         self._rows_written += written
         return written
+
+
+def rows_to_redo(keys: set[tuple[str, int, str]], trials: list[Trial]) -> set[tuple[str, int, str]]:
+    """The store keys a restored experiment reports again: rows of trials it does not know, and
+    rows past the checkpoint an unfinished trial resumes from (its end row included)."""
+    finished = (TERMINATED, ERROR)
+    resume_from: dict[str, int | None] = {}
+    for trial in trials:
+        if trial.status in finished:
+            resume_from[trial.trial_id] = None  # not run again: keep every row
+            continue
+        latest = trial.latest_checkpoint_result
+        metrics = latest.metrics if latest is not None else {}
+        resume_from[trial.trial_id] = int(metrics.get("training_iteration", 0) or 0)
+    redo = set()
+    for key in keys:
+        trial_id, iteration, status = key
+        if trial_id not in resume_from:
+            redo.add(key)
+            continue
+        start = resume_from[trial_id]
+        if start is not None and (status in finished or iteration > start):
+            redo.add(key)
+    return redo
 
 
 def _error_text(trial: Trial) -> str:

@@ -262,6 +262,30 @@ class ParquetStore:
         for path in old_files:
             self._fs.delete_file(path)
 
+    def remove(self, experiment: str, keys: set[tuple[str, int, str]]) -> int:
+        """Rewrite ``experiment`` without the rows whose (trial_id, iteration, status) key is in
+        ``keys``; returns how many rows went.
+
+        The kept rows are written as one new file before the old files are deleted, so a crash in
+        between leaves duplicates (dropped by every read), never a loss.
+        """
+        if not keys:
+            return 0
+        old_files = self._data_files(experiment)
+        if not old_files:
+            return 0
+        table = self._read(experiment)
+        drop = [row_key(r) in keys for r in table.select(["trial_id", "iteration", "status"]).to_pylist()]
+        if not any(drop):
+            return 0
+        kept = table.filter(pa.array([not d for d in drop]))
+        if kept.num_rows:
+            self._write_file(experiment, kept)
+        for path in old_files:
+            self._fs.delete_file(path)
+            self._row_counts.pop(path, None)
+        return table.num_rows - kept.num_rows
+
     def write_metadata(self, experiment: str, metadata: Mapping[str, Any]) -> None:
         """Save experiment-level facts (spec, metric, mode) beside the data files.
 

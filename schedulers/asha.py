@@ -1,0 +1,96 @@
+"""``RestorableASHA``: Ray's asynchronous successive halving, seeded and restorable.
+
+Ray's ``AsyncHyperBandScheduler`` draws each trial's bracket from NumPy's global random state and
+loses its rungs on ``Tuner.restore`` (Ray saves searchers, not schedulers). This subclass draws
+brackets from its own seeded generator and keeps rungs, bracket assignments and generator state
+as plain data, carried through experiment snapshots by :meth:`state_callback`
+(``efficient_search.run`` passes it), so a resumed search stops the trials an uninterrupted one
+would. Decisions are Ray's own.
+
+Example::
+
+    scheduler = RestorableASHA(seed=0, max_t=8, grace_period=1, reduction_factor=2)
+    tune.Tuner(fn, tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=scheduler),
+               run_config=tune.RunConfig(callbacks=[scheduler.state_callback()]))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler
+
+from efficient_search.schedulers.state import SchedulerStateCallback
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+
+STATE_VERSION = 1
+
+
+class RestorableASHA(AsyncHyperBandScheduler):
+    """``AsyncHyperBandScheduler`` with a seeded bracket draw and ``get_state``/``set_state``."""
+
+    def __init__(self, *, seed: int = 0, **options: Any):
+        super().__init__(**options)
+        self._rng = np.random.default_rng(seed)
+
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        if not self._metric or not self._metric_op:
+            super().on_trial_add(tune_controller, trial)  # Ray's error for a missing metric/mode
+        if trial.trial_id in self._trial_info:  # a restored trial keeps its bracket
+            return
+        sizes = np.array([len(b._rungs) for b in self._brackets])
+        weights = np.exp(sizes - sizes.max())
+        index = int(self._rng.choice(len(self._brackets), p=weights / weights.sum()))
+        self._trial_info[trial.trial_id] = self._brackets[index]
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        self._trial_info.pop(trial.trial_id, None)
+
+    # -- state ----------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Rungs (milestone, {trial_id: signed score}) per bracket, bracket of each live trial,
+        stop count and the generator state: JSON-able."""
+        brackets = [[[milestone, {t: _plain(v) for t, v in recorded.items()}]
+                     for milestone, recorded in bracket._rungs] for bracket in self._brackets]
+        assigned = {t: self._brackets.index(b) for t, b in self._trial_info.items()}
+        return {"version": STATE_VERSION, "metric": self._metric, "mode": self._mode,
+                "brackets": brackets, "trials": assigned, "num_stopped": self._num_stopped,
+                "rng": self._rng.bit_generator.state}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"RestorableASHA state version {state.get('version')!r} is not "
+                             f"{STATE_VERSION}; restore with the efficient-search version that wrote it.")
+        if len(state["brackets"]) != len(self._brackets):
+            raise ValueError(f"The saved state has {len(state['brackets'])} brackets, this scheduler "
+                             f"{len(self._brackets)}. Fix: restore with the options it ran with.")
+        if state["mode"] is not None:
+            self.set_search_properties(state["metric"], state["mode"])
+        for bracket, rungs in zip(self._brackets, state["brackets"], strict=True):
+            bracket._rungs = [(milestone, {str(t): _score(v) for t, v in recorded.items()})
+                              for milestone, recorded in rungs]
+        self._trial_info = {str(t): self._brackets[int(i)] for t, i in state["trials"].items()}
+        self._num_stopped = int(state["num_stopped"])
+        self._rng.bit_generator.state = state["rng"]
+
+    def state_callback(self) -> Callback:
+        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
+        return SchedulerStateCallback(self)
+
+
+def _plain(value: float | None) -> float | str | None:
+    """A rung score as JSON (NaN as text, since strict JSON has none)."""
+    if value is None:
+        return None
+    value = float(value)
+    return "nan" if math.isnan(value) else value
+
+
+def _score(value: float | str | None) -> float | None:
+    return None if value is None else float(value)
