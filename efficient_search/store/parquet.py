@@ -292,7 +292,8 @@ class ParquetStore:
         Values that look secret are replaced (see :func:`efficient_search.redaction.redact`).
         """
         plain = json.loads(json.dumps(dict(metadata), default=str))  # objects as their text, redacted too
-        text = json.dumps(redact(plain), indent=2, sort_keys=True).encode()
+        # Key order is kept: a resumed search space must list its axes in the order it ran with.
+        text = json.dumps(redact(plain), indent=2).encode()
         path = f"{self._partition(experiment)}/{METADATA_FILE}"
         self._write_whole(path, lambda stream: stream.write(text))
 

@@ -1,0 +1,165 @@
+"""Fault tolerance: SIGKILLed drivers resume with nothing lost or doubled; dead Train workers retry.
+
+Drivers run as subprocesses joined to the session's Ray (see efficient_search.testing.faults).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import efficient_search as es
+from efficient_search.store import ParquetStore
+from efficient_search.store.callback import rows_to_redo
+from efficient_search.testing.faults import audit, driver_env, kill_and_resume
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+SPACE = {"depth": {"randint": [1, 3]}, "width": {"choice": [8, 16]}, "lr": {"loguniform": [0.01, 0.5]},
+         "batch_size": 64}
+
+
+def spec(tmp_path: Path, name: str, searcher: str, scheduler: str, concurrency: int,
+         **fields: Any) -> dict[str, Any]:
+    return {"name": name, "task": "digits", "task_options": {"epochs": 3}, "search_space": SPACE,
+            "searcher": searcher, "scheduler": scheduler, "num_samples": 6,
+            "max_concurrent_trials": concurrency, "resources": {"num_workers": 0, "cpus_per_worker": 1},
+            "store": str(tmp_path / "store"), "seed": 3, "verbose": 0, **fields}
+
+
+def check_kill_and_resume(tmp_path: Path, searcher: str, scheduler: str, concurrency: int,
+                          kill_at_rows: list[int], **fields: Any) -> dict[str, Any]:
+    base = spec(tmp_path, "faults", searcher, scheduler, concurrency, **fields)
+    es.run({**base, "name": "faults-ref"})
+    outcome = kill_and_resume(base, kill_at_rows, log_dir=tmp_path / "logs", timeout_s=600)
+    report = audit(outcome.store, "faults", num_samples=base["num_samples"], reference="faults-ref")
+    assert outcome.kills, "the search ended before the first kill point"
+    assert report == {"trials": 6, "unfinished": 0, "lost_rows": 0, "duplicated_rows": 0,
+                      "identical_suggestions": True}, report
+    return report
+
+
+def test_evolution_with_asha_survives_two_driver_kills(tmp_path: Path) -> None:
+    check_kill_and_resume(tmp_path, "evolution", "asha", 1, [4, 10],
+                          searcher_options={"population_size": 3},
+                          scheduler_options={"max_t": 3, "grace_period": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("searcher", "scheduler", "concurrency", "options"), [
+    ("random", "fifo", 2, {}),
+    ("optuna", "asha", 1, {"scheduler_options": {"max_t": 3}}),
+    ("random", "median", 2, {"scheduler_options": {"grace_period": 1, "min_samples_required": 2}}),
+    ("random", "hyperband", 3, {"scheduler_options": {"max_t": 3}}),
+])
+def test_every_searcher_and_scheduler_survives_driver_kills(tmp_path: Path, searcher: str, scheduler: str,
+                                                            concurrency: int, options: dict) -> None:
+    check_kill_and_resume(tmp_path, searcher, scheduler, concurrency, [3, 9], **options)
+
+
+@pytest.mark.slow
+def test_layer_freezing_survives_driver_kills(tmp_path: Path) -> None:
+    check_kill_and_resume(
+        tmp_path, "evolution", "layer_freezing", 1, [3, 9],
+        search_space={"depth": 2, "width": 8, "lr": {"loguniform": [0.01, 0.5]}, "batch_size": 32},
+        task_options={"epochs": 1}, searcher_options={"population_size": 3},
+        scheduler_options={"max_trainable_layers": 4, "epochs": 1, "reduction_factor": 2,
+                           "promotion": "continue"})
+
+
+@dataclass
+class Restored:
+    """What rows_to_redo reads of a restored Tune trial."""
+
+    trial_id: str
+    status: str
+    latest_checkpoint_result: Any = None
+
+
+@dataclass
+class Result:
+    metrics: dict[str, Any]
+
+
+def test_rows_after_the_saved_state_are_redone() -> None:
+    keys = {("done", 1, "RUNNING"), ("done", 2, "RUNNING"), ("done", 2, "TERMINATED"),
+            ("paused", 1, "RUNNING"), ("paused", 2, "RUNNING"), ("paused", 3, "RUNNING"),
+            ("paused", 3, "TERMINATED"), ("fresh", 1, "RUNNING"), ("unknown", 1, "RUNNING")}
+    trials = [Restored("done", "TERMINATED"),
+              Restored("paused", "PENDING", Result({"training_iteration": 2})),
+              Restored("fresh", "PENDING")]
+    assert rows_to_redo(keys, trials) == {  # type: ignore[arg-type]
+        ("paused", 3, "RUNNING"), ("paused", 3, "TERMINATED"), ("fresh", 1, "RUNNING"),
+        ("unknown", 1, "RUNNING")}
+
+
+def test_store_remove_rewrites_without_the_keys(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    rows = [{"trial_id": t, "iteration": i, "status": "RUNNING", "metric.x": float(i)}
+            for t in ("a", "b") for i in (1, 2, 3)]
+    store.append("e", rows[:3])
+    store.append("e", rows[3:])
+    assert store.remove("e", {("a", 3, "RUNNING"), ("b", 1, "RUNNING"), ("z", 1, "RUNNING")}) == 2
+    assert store.keys("e") == {("a", 1, "RUNNING"), ("a", 2, "RUNNING"), ("b", 2, "RUNNING"),
+                               ("b", 3, "RUNNING")}
+    assert store.remove("e", set()) == 0
+
+
+def test_resume_refuses_an_unknown_experiment_and_python_objects(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no recorded spec"):
+        es.resume(tmp_path, "nothing-here")
+    store = ParquetStore(tmp_path)
+    store.write_metadata("objects", {"spec": {"name": "objects", "searcher": "<MySearcher>"}})
+    with pytest.raises(ValueError, match="Python object as `searcher`"):
+        es.resume(tmp_path, "objects")
+
+
+def _train_workers() -> list[int]:
+    import ray
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    return [int(a.pid) for a in actors if a.pid]
+
+
+def test_a_killed_train_worker_is_retried_from_its_checkpoint(tmp_path: Path) -> None:
+    """SIGKILL one of two DDP workers after the first checkpoint: Train restarts the group
+    (max_failures), the workers resume from that checkpoint, and every epoch is reported once."""
+    epochs = 6
+    run_spec = spec(tmp_path, "worker-kill", "random", "fifo", 1, num_samples=1, max_failures=1,
+                    task_options={"epochs": epochs}, search_space={**SPACE, "depth": 2, "width": 16},
+                    resources={"num_workers": 2, "cpus_per_worker": 1})
+    spec_file = tmp_path / "spec.json"
+    import json
+
+    spec_file.write_text(json.dumps(run_spec))
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as handle:
+        driver = subprocess.Popen([sys.executable, "-m", "efficient_search.cli", "run", str(spec_file)],
+                                  env=driver_env(), stdout=handle, stderr=subprocess.STDOUT)
+    train_root = tmp_path / "store" / "_ray" / "_train" / "worker-kill"
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and driver.poll() is None:
+        if any(train_root.glob("*/checkpoint_*/")) and (workers := _train_workers()):
+            killed = workers[-1]
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.2)
+    assert driver.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert killed is not None, "the trial finished before a worker could be killed"
+    rows = ParquetStore(run_spec["store"]).results("worker-kill")
+    reported = rows[rows["status"] == "RUNNING"].sort_values("iteration")
+    # Restarted from scratch, the workers would report epoch 1 again (as iteration epochs + 1).
+    assert reported["fidelity.epoch"].astype(int).tolist() == list(range(1, epochs + 1))
+    assert reported["iteration"].tolist() == list(range(1, epochs + 1))
+    assert rows["status"].iloc[-1] == "TERMINATED"
+    # The restarted group's first epoch continued from a checkpoint: its cumulative time is not reset.
+    assert reported["cost.seconds"].is_monotonic_increasing
