@@ -6,8 +6,9 @@ the store in a notebook) does not pay for torch and the task registry.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from efficient_search._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from efficient_search.api import RunResult, resume, run
@@ -27,15 +28,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'efficient_search' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = ["ExperimentSpec", "ParquetStore", "ParquetStoreCallback", "Resources", "RunResult",
            "__version__", "resume", "run"]
