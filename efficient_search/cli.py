@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
                               "(default: runs with init 'random' and distill 'none')")
     compare.add_argument("--out", default=None,
                          help="plot folder (default: <store>/_plots, or ./plots for a URI store)")
+    from efficient_search.cluster.cli import add_parser as add_autoscale_parser
+    from efficient_search.surrogate.cli import add_parser as add_meta_train_parser
+
+    add_autoscale_parser(commands)
+    add_meta_train_parser(commands)
     return parser
 
 
@@ -74,6 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
         if args.command == "compare":
             return _compare(args)
+        if args.command == "autoscale":
+            from efficient_search.cluster.cli import main as autoscale
+
+            return autoscale(args)
+        if args.command == "meta-train":
+            from efficient_search.surrogate.cli import main as meta_train
+
+            return meta_train(args)
         return _report(args)
     except (ValueError, TypeError) as exc:
         from efficient_search.redaction import redact_text
