@@ -196,6 +196,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
         print(f"efficient-search: nothing to resume at {experiment_path}; starting "
               f"{spec.name!r} afresh.", flush=True)
     if spec.resume and can_restore:
+        check_resumable(scheduler, store, spec)
         tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
                                    resume_errored=False, restart_errored=False)
     else:
@@ -278,6 +279,29 @@ def check_same_space(store: ParquetStore, experiment: str, description: Any) -> 
             f"Experiment {experiment!r} ran with another search space than this spec gives (its "
             "`search_space` or the `task_options` it is derived from changed). Fix: resume with the "
             "spec it ran with, or choose a new name."
+        )
+
+
+def check_resumable(scheduler: Any, store: ParquetStore, spec: ExperimentSpec) -> None:
+    """Refuse to resume an unfinished search whose scheduler would wait forever.
+
+    Ray saves no scheduler state; Ray's synchronous HyperBand then never resumes the trials it had
+    paused. Schedulers with ``state_callback`` (asha, layer_freezing) come back whole; the others
+    of Ray's (median) resume with empty statistics.
+    """
+    from ray.tune.schedulers import HyperBandScheduler
+
+    if not isinstance(scheduler, HyperBandScheduler) or callable(getattr(scheduler, "state_callback", None)):
+        return
+    trials = store.trials(spec.name) if store.keys(spec.name) else None
+    finished = trials is not None and len(trials) >= spec.num_samples and bool(
+        trials["status"].isin(["TERMINATED", "ERROR"]).all())
+    if not finished:
+        raise ValueError(
+            f"Experiment {spec.name!r} ran with scheduler {_name(spec.scheduler)!r} (Ray's "
+            "HyperBandScheduler), which cannot be resumed: Ray does not save its brackets, and the "
+            "trials it paused would wait forever. Fix: rerun it under a new name, or use scheduler "
+            "asha or layer_freezing, which resume with their state."
         )
 
 

@@ -58,11 +58,23 @@ def test_evolution_with_asha_survives_two_driver_kills(tmp_path: Path) -> None:
     ("random", "fifo", 2, {}),
     ("optuna", "asha", 1, {"scheduler_options": {"max_t": 3}}),
     ("random", "median", 2, {"scheduler_options": {"grace_period": 1, "min_samples_required": 2}}),
-    ("random", "hyperband", 3, {"scheduler_options": {"max_t": 3}}),
 ])
 def test_every_searcher_and_scheduler_survives_driver_kills(tmp_path: Path, searcher: str, scheduler: str,
                                                             concurrency: int, options: dict) -> None:
     check_kill_and_resume(tmp_path, searcher, scheduler, concurrency, [3, 9], **options)
+
+
+def test_an_unfinished_hyperband_search_is_not_resumed(tmp_path: Path) -> None:
+    """Ray's HyperBand loses its brackets on restore and would never resume its paused trials."""
+    base = spec(tmp_path, "hb", "random", "hyperband", 3, num_samples=3, scheduler_options={"max_t": 2},
+                task_options={"epochs": 2})
+    es.run(base)
+    es.run(base, resume=True)  # a finished search resumes to the same results
+    store = ParquetStore(base["store"])
+    assert len(store.trials("hb")) == 3
+    store.append("hb", [{"trial_id": "extra", "iteration": 1, "status": "RUNNING"}])  # no end row
+    with pytest.raises(ValueError, match="HyperBandScheduler.*cannot be resumed"):
+        es.resume(base["store"], "hb")
 
 
 @pytest.mark.slow
@@ -96,9 +108,11 @@ def test_rows_after_the_saved_state_are_redone() -> None:
     trials = [Restored("done", "TERMINATED"),
               Restored("paused", "PENDING", Result({"training_iteration": 2})),
               Restored("fresh", "PENDING")]
+    keys |= {("retried", 1, "RUNNING"), ("retried", 1, "ERROR")}
+    trials.append(Restored("retried", "PENDING"))  # an errored trial restarted from scratch
     assert rows_to_redo(keys, trials) == {  # type: ignore[arg-type]
         ("paused", 3, "RUNNING"), ("paused", 3, "TERMINATED"), ("fresh", 1, "RUNNING"),
-        ("unknown", 1, "RUNNING")}
+        ("unknown", 1, "RUNNING"), ("retried", 1, "RUNNING")}
 
 
 def test_store_remove_rewrites_without_the_keys(tmp_path: Path) -> None:
@@ -126,7 +140,8 @@ def _train_workers() -> list[int]:
     import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(address=ray.get_runtime_context().gcs_address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+    actors = list_actors(address=ray.get_runtime_context().gcs_address,
+                         filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
     return [int(a.pid) for a in actors if a.pid]
 
 

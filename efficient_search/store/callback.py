@@ -167,7 +167,11 @@ class ParquetStoreCallback(Callback):
 
 def rows_to_redo(keys: set[tuple[str, int, str]], trials: list[Trial]) -> set[tuple[str, int, str]]:
     """The store keys a restored experiment reports again: rows of trials it does not know, and
-    rows past the checkpoint an unfinished trial resumes from (its end row included)."""
+    rows past the checkpoint an unfinished trial resumes from (its end row included).
+
+    ``ERROR`` rows stay: the failure happened (a trial restarted after it, e.g. with
+    ``resume_errored``, then ends with a second row).
+    """
     finished = (TERMINATED, ERROR)
     resume_from: dict[str, int | None] = {}
     for trial in trials:
@@ -180,11 +184,13 @@ def rows_to_redo(keys: set[tuple[str, int, str]], trials: list[Trial]) -> set[tu
     redo = set()
     for key in keys:
         trial_id, iteration, status = key
+        if status == ERROR:
+            continue
         if trial_id not in resume_from:
             redo.add(key)
             continue
         start = resume_from[trial_id]
-        if start is not None and (status in finished or iteration > start):
+        if start is not None and (status == TERMINATED or iteration > start):
             redo.add(key)
     return redo
 

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 PARTITION_KEY = "experiment"
 METADATA_FILE = "_experiment.json"
+#: Reads retried when a concurrent writer replaced a file between listing and reading.
+READ_ATTEMPTS = 5
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -325,7 +327,16 @@ class ParquetStore:
             )
 
     def _read(self, experiment: str, columns: list[str] | None = None) -> pa.Table:
-        files = self._data_files(experiment)
+        # A writer merging or rewriting files may delete one between listing and reading: the
+        # rows are then in its replacement, so list again.
+        for attempt in range(READ_ATTEMPTS - 1):
+            try:
+                return self._read_files(self._data_files(experiment), columns)
+            except FileNotFoundError:
+                time.sleep(0.05 * (attempt + 1))
+        return self._read_files(self._data_files(experiment), columns)
+
+    def _read_files(self, files: list[str], columns: list[str] | None) -> pa.Table:
         if not files:
             return pa.table({})
         # Files of one experiment share a schema, except after a crash between writing a merged

@@ -34,8 +34,6 @@ from typing import Any
 from efficient_search.store import ParquetStore
 from efficient_search.store.rows import ERROR, RUNNING, TERMINATED, row_key
 
-ENDED = (TERMINATED, ERROR)
-
 
 @dataclass
 class FaultRun:
@@ -158,10 +156,12 @@ def audit(store: ParquetStore, experiment: str, *, num_samples: int,
     ``identical_suggestions`` (the same multiset of configurations).
     """
     frame = store.results(experiment)
-    ends = frame[frame["status"].isin(ENDED)]
-    end_counts = ends.groupby("trial_id").size()
+    terminated = frame[frame["status"] == TERMINATED].groupby("trial_id").size()
+    errored = set(frame.loc[frame["status"] == ERROR, "trial_id"])
     trials = sorted(frame["trial_id"].unique())
-    unfinished = [t for t in trials if end_counts.get(t, 0) != 1]
+    # Ended once: one TERMINATED row, or failed for good (ERROR rows record each failure).
+    unfinished = [t for t in trials
+                  if terminated.get(t, 0) > 1 or (terminated.get(t, 0) == 0 and t not in errored)]
     lost = 0
     for _, rows in frame.groupby("trial_id"):
         reported = rows.loc[rows["status"] == RUNNING, "iteration"]
