@@ -3,11 +3,16 @@
 Both clusters are local Ray clusters of fake nodes (real raylets on this machine, started by Ray's
 real autoscaler; see efficient_search.cluster). The fixed cluster has as many 1-CPU worker nodes as
 the search runs trials at once; the autoscaling one starts with none and may grow to the same
-size. The search is ASHA over epochs on the digits task (in-process trials of 1 CPU): many trials
-at first, few survivors that train long, so its parallelism shrinks over time and a cluster
-sized for the peak sits partly idle later. For random search and our evolutionary searcher:
-makespan, resource-seconds (CPU-seconds provisioned, until the autoscaler gave nodes back),
-utilisation (reserved / provisioned), time to first trial, scale-up/down latency, pending time.
+size. The search trains digits CNNs (in-process trials of 1 CPU) whose epoch budgets follow a
+successive-halving profile: nine 2-epoch trials, then three of 6 epochs, then the last survivor
+18 epochs (quick: three of 3, one of 9). The budgets are part of each configuration, so both
+clusters train exactly the same trials (asynchronous schedulers and adaptive searchers decide by
+arrival order, which differs between the two clusters and would change the work). Parallelism
+shrinks as the budgets grow, and a cluster sized for the peak sits partly idle later. For random
+search (a grid in Tune's generator) and our evolutionary searcher (the same configurations as its
+points to evaluate, through Tune's ConcurrencyLimiter): makespan, resource-seconds (CPU-seconds
+provisioned, until the autoscaler gave nodes back), utilisation (reserved / provisioned), time to
+first trial, scale-up/down latency, pending time.
 
     python benchmarks/autoscaling.py            # random + evolution, fixed vs autoscaling (~10 min)
     python benchmarks/autoscaling.py --quick    # random only, a shorter search (~3 min)
@@ -30,28 +35,29 @@ from efficient_search.cluster import ClusterOptions, ClusterReport, run_on_clust
 NAME = "autoscaling"
 SEARCHERS: dict[str, dict[str, Any]] = {
     "random": {},
-    "evolution": {"population_size": 4, "sample_size": 2},
+    "evolution": {"population_size": 16},
 }
 
 
-def workload(searcher: str, *, samples: int, epochs: int, slots: int, store: str,
-             storage: str, seed: int) -> dict[str, Any]:
-    """The search: ASHA (grace 1 epoch, eta 3) over ``epochs`` on a fixed, slowish CNN."""
-    return {
+def budgets(rungs: int, eta: int = 3) -> list[int]:
+    """Epoch budgets of a successive-halving search, shortest first: ``eta**(rungs-1)`` trials of
+    1 epoch, a ``1/eta`` share of those with ``eta`` epochs, ..., one with ``eta**(rungs-1)``."""
+    return [eta**k for k in range(rungs) for _ in range(eta ** (rungs - 1 - k))]
+
+
+def workload(searcher: str, *, rungs: int, unit: int, slots: int, store: str, storage: str,
+             seed: int) -> dict[str, Any]:
+    """The search: one digits CNN per epoch budget of :func:`budgets` (times ``unit`` epochs),
+    shortest first."""
+    epochs = [unit * e for e in budgets(rungs)]
+    fixed = {"depth": 4, "width": 64, "batch_size": 32, "lr": 0.05, "weight_decay": 1e-4}
+    spec: dict[str, Any] = {
         "name": f"bench-{NAME}-{searcher}-{int(time.time())}",
         "task": "digits",
-        "task_options": {"epochs": epochs},
-        "search_space": {"depth": 4, "width": 64, "batch_size": 32,
-                         "lr": {"loguniform": [0.01, 0.3]},
-                         "weight_decay": {"loguniform": [1e-6, 1e-2]}},
         "searcher": searcher,
-        "searcher_options": SEARCHERS[searcher],
-        "scheduler": "asha",
-        "scheduler_options": {"max_t": epochs, "grace_period": 1, "reduction_factor": 3,
-                              "time_attr": "fidelity/epoch"},
+        "scheduler": "fifo",
         "metric": "val_accuracy",
         "mode": "max",
-        "num_samples": samples,
         "max_concurrent_trials": slots,
         "resources": {"num_workers": 0, "cpus_per_worker": 1},
         "max_failures": 1,
@@ -60,6 +66,15 @@ def workload(searcher: str, *, samples: int, epochs: int, slots: int, store: str
         "seed": seed,
         "verbose": 0,
     }
+    if searcher == "random":  # Tune's generator walks the grid in order
+        spec["search_space"] = {**fixed, "epochs": {"grid": epochs}}
+        spec["num_samples"] = 1
+    else:  # the same trials, in the same order, as the searcher's points to evaluate
+        spec["search_space"] = {**fixed, "epochs": {"choice": sorted(set(epochs))}}
+        spec["searcher_options"] = {**SEARCHERS[searcher],
+                                    "points_to_evaluate": [{"epochs": e} for e in epochs]}
+        spec["num_samples"] = len(epochs)
+    return spec
 
 
 def run_pair(searcher: str, args: argparse.Namespace, settings: dict[str, int],
@@ -93,9 +108,9 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.quick:
-        settings, searchers = {"samples": 6, "epochs": 9, "slots": 3}, ["random"]
+        settings, searchers = {"rungs": 2, "unit": 3, "slots": 3}, ["random"]
     else:
-        settings, searchers = {"samples": 9, "epochs": 27, "slots": 3}, list(SEARCHERS)
+        settings, searchers = {"rungs": 3, "unit": 2, "slots": 3}, list(SEARCHERS)
     print(f"autoscaling benchmark ({'quick' if args.quick else 'full'}): {settings}, searchers "
           f"{searchers}", flush=True)
     runs: list[dict[str, Any]] = []
@@ -119,8 +134,7 @@ def main() -> None:
         pairs.append({"searcher": searcher,
                       "makespan_ratio_vs_fixed": auto["makespan_s"] / fixed["makespan_s"],
                       "resource_seconds_ratio_vs_fixed": auto["resource_s"] / fixed["resource_s"],
-                      # Async ASHA and an adaptive searcher decide by arrival order: the two runs
-                      # may train different amounts. Work = CPU-seconds trials held (Tune's view).
+                      # The same trials on both; work = CPU-seconds trials held (Tune's view).
                       "work_ratio_vs_fixed": auto["trial_cpu_s"] / fixed["trial_cpu_s"],
                       "resource_seconds_per_work_ratio_vs_fixed":
                           (auto["resource_s"] / auto["trial_cpu_s"])
@@ -147,7 +161,7 @@ def main() -> None:
         figures[f"makespan_ratio_{row['searcher']}"] = row["makespan_ratio_vs_fixed"]
     print(ratios.to_string(index=False, float_format="{:.3g}".format), flush=True)
     record_rows(args.store, NAME, [("run", table), ("ratio", ratios), ("headline", pd.DataFrame([figures]))],
-                args.quick, searcher="+".join(searchers), scheduler="asha")
+                args.quick, searcher="+".join(searchers), scheduler="fifo")
     plot(timelines, searchers, args.quick)
     print("RESULT autoscaling " + " ".join(f"{k}={v:.3g}" for k, v in figures.items()))
 
