@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/layer_freezing.py
 	$(BIN)/python benchmarks/subnetwork_search.py
+	$(BIN)/python benchmarks/faults.py
+	$(BIN)/python benchmarks/autoscaling.py
 	$(BIN)/python benchmarks/pretrain_from_subnetwork.py
 
 lint: $(STAMP)

@@ -119,8 +119,13 @@ def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any],
     return searcher
 
 
-def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any]) -> TrialScheduler:
-    """A trial scheduler from a registered name or a Ray object."""
+def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any],
+                   searcher: Any = None) -> TrialScheduler:
+    """A trial scheduler from a registered name or a Ray object.
+
+    A factory with a ``searcher`` parameter (``freeze_thaw``) gets the search algorithm built for the
+    same spec, so that a pair sharing state (``quicktune`` + ``freeze_thaw``) is linked from the start.
+    """
     if isinstance(spec, TrialScheduler):
         return spec
     if not isinstance(spec, str):
@@ -128,7 +133,14 @@ def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any]) -> Trial
             f"`scheduler` must be a registered name or a Ray TrialScheduler, but got {spec!r} "
             f"({type(spec).__name__}). Valid names: {', '.join(sorted(SCHEDULERS))}."
         )
-    return _call("scheduler", spec, _lookup("scheduler", SCHEDULERS, spec), seed, options)
+    factory = _lookup("scheduler", SCHEDULERS, spec)
+    if "searcher" in inspect.signature(factory).parameters:
+        if "searcher" in options:
+            raise ValueError(f"`scheduler_options.searcher` cannot be set: scheduler {spec!r} takes the spec's "
+                             "`searcher`. Fix: remove it from scheduler_options.")
+        if searcher is not None:
+            options = {**options, "searcher": searcher}
+    return _call("scheduler", spec, factory, seed, options)
 
 
 def _random(*, seed: int, max_concurrent: int = 0) -> SearchAlgorithm:
@@ -214,11 +226,53 @@ def _layer_freezing(*, seed: int, max_trainable_layers: int, epochs: int,
     )
 
 
+def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode: str | None = None,
+               surrogate: str | None = None, meta_train_options: dict[str, Any] | None = None,
+               meta_features: dict[str, float] | None = None, alpha: float = 1.0, pool_size: int = 256,
+               max_t: int | None = None, time_attr: str | None = None, cost_attr: str = "cost/seconds",
+               cumulative_cost: bool = True, initial_random: int = 3,
+               points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
+    """Quick-Tune's searcher; ``surrogate`` is a ``meta_train`` folder or a meta-dataset path."""
+    from efficient_search.searchers import QuickTuneSearcher
+
+    return QuickTuneSearcher(
+        space, metric=metric, mode=mode, seed=seed, surrogate=surrogate,
+        meta_train_options=meta_train_options, meta_features=meta_features, alpha=alpha,
+        pool_size=pool_size, max_t=max_t, time_attr=time_attr, cost_attr=cost_attr,
+        cumulative_cost=cumulative_cost, initial_random=initial_random, points_to_evaluate=points_to_evaluate,
+    )
+
+
+def _freeze_thaw(*, seed: int, searcher: Any = None, max_t: int = 4, budget_step: int = 1,
+                 time_attr: str | None = None, cost_attr: str = "cost/seconds", cumulative_cost: bool = True,
+                 patience: int | None = None, cost_budget_s: float | None = None,
+                 surrogate: str | None = None, meta_features: dict[str, float] | None = None,
+                 alpha: float = 1.0) -> TrialScheduler:
+    """Freeze-thaw scheduling; shares the surrogate of a ``quicktune`` searcher of the same spec (passed
+    here by ``make_scheduler``, else found inside Tune), or fits its own."""
+    from efficient_search.schedulers import FreezeThawScheduler
+    from efficient_search.schedulers.freeze_thaw import find_quicktune
+
+    paired = find_quicktune(searcher)
+    if paired is not None:
+        if surrogate is not None or meta_features is not None:
+            raise ValueError("`scheduler_options.surrogate`/`meta_features` apply to freeze_thaw alone; with "
+                             "searcher quicktune they belong to searcher_options. Fix: move them there.")
+        return FreezeThawScheduler(searcher=paired, max_t=max_t, budget_step=budget_step,
+                                   time_attr=time_attr, cost_attr=cost_attr, cumulative_cost=cumulative_cost,
+                                   patience=patience, cost_budget_s=cost_budget_s)
+    return FreezeThawScheduler(max_t=max_t, budget_step=budget_step, time_attr=time_attr, cost_attr=cost_attr,
+                               cumulative_cost=cumulative_cost, patience=patience, cost_budget_s=cost_budget_s,
+                               surrogate=surrogate, meta_features=meta_features, alpha=alpha, seed=seed)
+
+
 register_searcher("random", _random)
 register_searcher("evolution", _evolution)
 register_searcher("optuna", _optuna)
+register_searcher("quicktune", _quicktune)
 register_scheduler("fifo", lambda *, seed: FIFOScheduler())
 register_scheduler("asha", _asha)
 register_scheduler("hyperband", _hyperband)
 register_scheduler("median", _median)
 register_scheduler("layer_freezing", _layer_freezing)
+register_scheduler("freeze_thaw", _freeze_thaw)

@@ -24,6 +24,7 @@ from ray import tune
 from efficient_search.search_spaces.digits import digits_space
 from efficient_search.search_spaces.frozen_layers import frozen_layers_space
 from efficient_search.search_spaces.pretrain import pretrain_space
+from efficient_search.search_spaces.sam import sam_space
 from efficient_search.search_spaces.shakespeare import shakespeare_space
 from efficient_search.search_spaces.subnetwork import subnetwork_fine_space, subnetwork_space
 
@@ -36,6 +37,7 @@ SPACES: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "subnetwork": subnetwork_space,
     "subnetwork_fine": subnetwork_fine_space,
     "pretrain": pretrain_space,
+    "sam": sam_space,
 }
 
 

@@ -97,6 +97,7 @@ def get_task(name: str) -> Task:
 
 from efficient_search.tasks import digits as _digits  # noqa: E402,F401  (registers itself)
 from efficient_search.tasks import pretrain as _pretrain  # noqa: E402,F401
+from efficient_search.tasks import sam as _sam  # noqa: E402,F401
 from efficient_search.tasks import shakespeare as _shakespeare  # noqa: E402,F401
 from efficient_search.tasks import subnetwork_eval as _subnetwork_eval  # noqa: E402,F401
 
