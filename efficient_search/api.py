@@ -321,8 +321,11 @@ def start_ray(cpus_needed: float) -> None:
     """
     import ray
 
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        # A loopback address stays loopback (Ray would swap 127.0.0.1 for the outward address).
+        with _loopback_node_ip(address.split("://")[-1].rsplit(":", 1)[0]):
+            ray.init()
         return
     try:  # a cluster started on this machine with `ray start`
         ray.init(address="auto")

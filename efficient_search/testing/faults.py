@@ -54,7 +54,10 @@ def driver_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
     env = dict(os.environ)
     if ray.is_initialized():
-        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
+        address = ray.get_runtime_context().gcs_address
+        env["RAY_ADDRESS"] = address
+        if address.startswith(("127.", "localhost")):  # keep Ray from swapping in the outward address
+            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env.update(extra or {})
     return env
 
