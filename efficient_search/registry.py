@@ -136,8 +136,8 @@ def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any],
     factory = _lookup("scheduler", SCHEDULERS, spec)
     if "searcher" in inspect.signature(factory).parameters:
         if "searcher" in options:
-            raise ValueError(f"`scheduler_options.searcher` cannot be set: scheduler {spec!r} takes the spec's "
-                             "`searcher`. Fix: remove it from scheduler_options.")
+            raise ValueError(f"`scheduler_options.searcher` cannot be set: scheduler {spec!r} takes the "
+                             "spec's `searcher`. Fix: remove it from scheduler_options.")
         if searcher is not None:
             options = {**options, "searcher": searcher}
     return _call("scheduler", spec, factory, seed, options)
@@ -239,7 +239,8 @@ def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode:
         space, metric=metric, mode=mode, seed=seed, surrogate=surrogate,
         meta_train_options=meta_train_options, meta_features=meta_features, alpha=alpha,
         pool_size=pool_size, max_t=max_t, time_attr=time_attr, cost_attr=cost_attr,
-        cumulative_cost=cumulative_cost, initial_random=initial_random, points_to_evaluate=points_to_evaluate,
+        cumulative_cost=cumulative_cost, initial_random=initial_random,
+        points_to_evaluate=points_to_evaluate,
     )
 
 
@@ -261,9 +262,10 @@ def _freeze_thaw(*, seed: int, searcher: Any = None, max_t: int = 4, budget_step
         return FreezeThawScheduler(searcher=paired, max_t=max_t, budget_step=budget_step,
                                    time_attr=time_attr, cost_attr=cost_attr, cumulative_cost=cumulative_cost,
                                    patience=patience, cost_budget_s=cost_budget_s)
-    return FreezeThawScheduler(max_t=max_t, budget_step=budget_step, time_attr=time_attr, cost_attr=cost_attr,
-                               cumulative_cost=cumulative_cost, patience=patience, cost_budget_s=cost_budget_s,
-                               surrogate=surrogate, meta_features=meta_features, alpha=alpha, seed=seed)
+    return FreezeThawScheduler(max_t=max_t, budget_step=budget_step, time_attr=time_attr,
+                               cost_attr=cost_attr, cumulative_cost=cumulative_cost, patience=patience,
+                               cost_budget_s=cost_budget_s, surrogate=surrogate, meta_features=meta_features,
+                               alpha=alpha, seed=seed)
 
 
 register_searcher("random", _random)

@@ -5,4 +5,5 @@ from efficient_search.schedulers.freeze_thaw import FreezeThawScheduler
 from efficient_search.schedulers.layer_freezing import LayerFreezingScheduler
 from efficient_search.schedulers.rungs import Decision, Rung, RungLadder, make_rungs
 
-__all__ = ["Decision", "FreezeThawScheduler", "LayerFreezingScheduler", "RestorableASHA", "Rung", "RungLadder", "make_rungs"]
+__all__ = ["Decision", "FreezeThawScheduler", "LayerFreezingScheduler", "RestorableASHA", "Rung",
+           "RungLadder", "make_rungs"]
