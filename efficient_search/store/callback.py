@@ -22,8 +22,9 @@ class ParquetStoreCallback(Callback):
 
     Rows are flushed at trial end, at experiment end, whenever Tune saves the experiment state
     (so a restored run finds everything its snapshot knows about) and every ``flush_interval_s``
-    seconds. On set-up the keys already in the store are loaded, so a restored experiment
-    neither loses nor duplicates rows.
+    seconds. On set-up the keys already in the store are loaded, and before a restored
+    experiment's first step the store is made to agree with the restored state (:meth:`reconcile`),
+    so a restored experiment neither loses nor duplicates rows.
 
     Example::
 
