@@ -1,0 +1,272 @@
+"""Replay recorded learning curves as if they were trained: for tests and the Quick-Tune benchmark.
+
+A :class:`ReplayTable` is one data set of a :class:`~efficient_search.surrogate.MetaDataset`: its
+search space is the categorical ``{"config": row}`` over the configs recorded there (a row index;
+:meth:`ReplayTable.hyperparameters` maps it back to the real hyperparameters for a searcher that
+knows them). Two ways to replay a row:
+
+- :func:`replay_trainable`: a Ray Tune function trainable that reports the recorded metric after each
+  epoch, ``fidelity/epoch`` and the recorded cumulative seconds as ``cost/seconds``, checkpointing
+  the epoch so paused trials continue (no sleeping: time is simulated);
+- :class:`ReplaySimulation`: the same trials driven in-process through the same Ray ``Searcher`` and
+  ``TrialScheduler`` objects, the way Tune's controller calls them with one trial running at a time,
+  on a simulated clock (hundreds of searches fit in minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import Searcher
+
+from efficient_search.surrogate.meta_dataset import MetaDataset
+from efficient_search.testing.schedulers import WhitelistedController
+
+METRIC = "accuracy"
+CONFIG_KEY = "config"
+
+
+@dataclass
+class ReplayTable:
+    """One data set's recorded runs: rows of hyperparameters, ``(N, T)`` curves and per-step costs."""
+
+    name: str
+    data: MetaDataset
+
+    @classmethod
+    def from_meta_dataset(cls, data: MetaDataset, name: str) -> ReplayTable:
+        return cls(name, data.select([name]))
+
+    @property
+    def rows(self) -> int:
+        return self.data.n_rows
+
+    @property
+    def max_epochs(self) -> int:
+        return self.data.n_steps
+
+    def space(self) -> dict[str, Any]:
+        return {CONFIG_KEY: tune.choice(list(range(self.rows)))}
+
+    def row(self, config: Mapping[str, Any]) -> int:
+        index = config.get(CONFIG_KEY)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < self.rows:
+            raise ValueError(
+                f"`config.{CONFIG_KEY}` must be a row index in [0, {self.rows}), but got {index!r}."
+            )
+        return int(index)
+
+    def hyperparameters(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The recorded hyperparameters of the row a config names (what a surrogate reads)."""
+        values = self.data.configs.iloc[self.row(config)].to_dict()
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in values.items()}
+
+    def length(self, row: int) -> int:
+        """Epochs recorded for ``row`` (runs in the meta-dataset may have stopped early)."""
+        observed = np.flatnonzero(np.isfinite(self.data.curves[row]))
+        return int(observed[-1]) + 1 if observed.size else 0
+
+    def value(self, row: int, epoch: int) -> float:
+        return float(self.data.curves[row, epoch - 1])
+
+    def cost(self, row: int, epoch: int) -> float:
+        seconds = self.data.costs[row, epoch - 1]
+        return float(seconds) if math.isfinite(seconds) else 0.0
+
+    @property
+    def best(self) -> float:
+        return float(np.nanmax(self.data.curves))
+
+    @property
+    def worst(self) -> float:
+        return float(np.nanmin(self.data.curves))
+
+    def meta_features(self) -> dict[str, float] | None:
+        meta = self.data.meta_features
+        return None if meta.shape[1] == 0 else {str(k): float(v) for k, v in meta.loc[self.name].items()}
+
+
+def replay_trainable(table: ReplayTable) -> Callable[[dict[str, Any]], None]:
+    """A Tune function trainable replaying ``table``'s rows up to ``config["epochs"]`` (default all)."""
+
+    def replay(config: dict[str, Any]) -> None:
+        row = table.row(config)
+        start, seconds = 0, 0.0
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder, open(os.path.join(folder, "replay.json")) as stream:
+                state = json.load(stream)
+            start, seconds = int(state["epoch"]), float(state["seconds"])
+        end = min(int(config.get("epochs") or table.max_epochs), table.length(row))
+        for epoch in range(start + 1, end + 1):
+            seconds += table.cost(row, epoch)
+            with tempfile.TemporaryDirectory() as folder:
+                with open(os.path.join(folder, "replay.json"), "w") as stream:
+                    json.dump({"epoch": epoch, "seconds": seconds}, stream)
+                tune.report(
+                    {METRIC: table.value(row, epoch), "fidelity/epoch": epoch, "cost/seconds": seconds},
+                    checkpoint=tune.Checkpoint.from_directory(folder),
+                )
+
+    return replay
+
+
+class _SearchAlg:
+    """Stands in for Tune's ``SearchGenerator`` where schedulers look (``search_alg.searcher``)."""
+
+    def __init__(self, searcher: Searcher):
+        self.searcher = searcher
+
+
+class _Controller(WhitelistedController):
+    """The whitelisted controller, telling the searcher too when a waiting trial is stopped."""
+
+    def __init__(self, searcher: Searcher):
+        super().__init__()
+        self.searcher = searcher
+        self.search_alg = _SearchAlg(searcher)  # type: ignore[assignment]
+
+    def stop_trial(self, trial: Trial) -> None:
+        if trial.status in (Trial.PENDING, Trial.PAUSED):
+            self.searcher.on_trial_complete(trial.trial_id, trial.run_metadata.last_result or None)
+        super().stop_trial(trial)
+
+
+@dataclass
+class ReplayOutcome:
+    """What one replayed search reached: the incumbent after each epoch, on the simulated clock."""
+
+    times: list[float] = field(default_factory=list)
+    incumbents: list[float] = field(default_factory=list)
+    epochs: int = 0
+    trials: int = 0
+    overhead_s: float = 0.0  # wall seconds spent inside the searcher and scheduler
+
+    def incumbent_at(self, t: float) -> float:
+        """The best value seen by simulated time ``t`` (NaN before the first)."""
+        i = int(np.searchsorted(np.asarray(self.times), t, side="right"))
+        return self.incumbents[i - 1] if i else math.nan
+
+
+class ReplaySimulation:
+    """Drive ``searcher`` + ``scheduler`` over ``table`` with one trial at a time for ``budget_s``
+    simulated seconds, calling them as Tune's controller does (at most one pending trial)."""
+
+    def __init__(
+        self,
+        table: ReplayTable,
+        searcher: Searcher,
+        scheduler: TrialScheduler,
+        *,
+        budget_s: float,
+        max_trials: int = 10_000,
+    ):
+        self.table, self.searcher, self.scheduler = table, searcher, scheduler
+        self.budget_s, self.max_trials = float(budget_s), max_trials
+        self.controller = _Controller(searcher)
+        self.controller.scheduler = scheduler
+        self.progress: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+        self.clock = 0.0
+        self.outcome = ReplayOutcome()
+        self._searcher_done = False
+
+    def _timed(self, call: Callable[..., Any], *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self.outcome.overhead_s += time.perf_counter() - started
+
+    def _add_trial(self) -> None:
+        trials = self.controller.trials
+        if (
+            self._searcher_done
+            or any(t.status == Trial.PENDING for t in trials)
+            or len(trials) >= self.max_trials
+        ):
+            return
+        trial_id = f"r{len(trials):05d}"
+        config = self._timed(self.searcher.suggest, trial_id)
+        if config is Searcher.FINISHED:
+            self._searcher_done = True
+            return
+        if config is None:
+            return
+        trial = Trial("replay", config=dict(config), trial_id=trial_id, stub=True)
+        trials.append(trial)
+        self.outcome.trials += 1
+        self._timed(self.scheduler.on_trial_add, self.controller, trial)
+
+    def run(self) -> ReplayOutcome:
+        while self.clock < self.budget_s:
+            self._add_trial()
+            trial = self._timed(self.scheduler.choose_trial_to_run, self.controller)
+            if trial is None:
+                break
+            if not self._run(trial):
+                break
+        return self.outcome
+
+    def _record(self, value: float) -> None:
+        best = self.outcome.incumbents[-1] if self.outcome.incumbents else -math.inf
+        self.outcome.times.append(self.clock)
+        self.outcome.incumbents.append(max(best, value) if math.isfinite(value) else best)
+
+    def _finish(self, trial: Trial, result: dict[str, Any]) -> None:
+        trial.set_status(Trial.TERMINATED)
+        self._timed(self.scheduler.on_trial_complete, self.controller, trial, result)
+        self._timed(self.searcher.on_trial_complete, trial.trial_id, result)
+
+    def _run(self, trial: Trial) -> bool:
+        """Run ``trial`` until it pauses or ends; False when the budget ran out."""
+        row = self.table.row(trial.config)
+        epoch = self.progress.get(trial.trial_id, 0)
+        trial.set_status(Trial.RUNNING)
+        end = min(int(trial.config.get("epochs") or self.table.max_epochs), self.table.length(row))
+        if epoch >= end:  # nothing left to train: Tune completes the trial with its last result
+            self._finish(trial, dict(trial.run_metadata.last_result or {}))
+            return True
+        while epoch < end:
+            epoch += 1
+            cost = self.table.cost(row, epoch)
+            self.clock += cost
+            self.seconds[trial.trial_id] = self.seconds.get(trial.trial_id, 0.0) + cost
+            value = self.table.value(row, epoch)
+            self.outcome.epochs += 1
+            self._record(value)
+            result = {
+                METRIC: value,
+                "fidelity/epoch": epoch,
+                "training_iteration": epoch,
+                "cost/seconds": self.seconds[trial.trial_id],
+                "time_this_iter_s": cost,
+                "trial_id": trial.trial_id,
+            }
+            trial.run_metadata.last_result = dict(result)
+            self.progress[trial.trial_id] = epoch
+            decision = self._timed(self.scheduler.on_trial_result, self.controller, trial, result)
+            if decision != TrialScheduler.STOP:
+                self._timed(self.searcher.on_trial_result, trial.trial_id, result)
+            if self.clock >= self.budget_s:
+                return False
+            if decision == TrialScheduler.PAUSE:
+                self._timed(self.scheduler.choose_trial_to_run, self.controller)  # Tune asks while saving
+                trial.set_status(Trial.PAUSED)
+                return True
+            if decision == TrialScheduler.STOP or epoch >= end or trial.status == Trial.TERMINATED:
+                if trial.status != Trial.TERMINATED:
+                    self._finish(trial, result)
+                return True
+        return True
