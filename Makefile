@@ -35,11 +35,13 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow
 
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bohb]'
 	$(BIN)/python benchmarks/store.py
 	$(BIN)/python benchmarks/layer_freezing.py
 	$(BIN)/python benchmarks/subnetwork_search.py
 	$(BIN)/python benchmarks/faults.py
 	$(BIN)/python benchmarks/autoscaling.py
+	$(BIN)/python benchmarks/quicktune_replay.py
 	$(BIN)/python benchmarks/pretrain_from_subnetwork.py
 
 lint: $(STAMP)

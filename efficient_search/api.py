@@ -150,7 +150,8 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
     param_space = {} if owns_space(searcher) else getattr(space, "param_space", space)
     primary = metric[0] if isinstance(metric, list) else metric
     primary_mode = mode[0] if isinstance(mode, list) else mode
-    scheduler = make_scheduler(spec.scheduler, seed=spec.seed, options=spec.scheduler_options)
+    scheduler = make_scheduler(spec.scheduler, seed=spec.seed, options=spec.scheduler_options,
+                               searcher=searcher)
     store = ParquetStore(spec.store)
     store.check_writable()
     storage_path = spec.storage_path or _default_storage(spec.store)

@@ -66,7 +66,8 @@ def test_bad_input_exits_2_with_the_fix(tmp_path, capsys) -> None:
     spec = write_spec(tmp_path, searcher="bayes")
     assert main(["run", str(spec)]) == 2
     err = capsys.readouterr().err
-    assert "Unknown `searcher` 'bayes'" in err and "Valid searchers: evolution, optuna, random" in err
+    assert "Unknown `searcher` 'bayes'" in err
+    assert "Valid searchers: evolution, optuna, quicktune, random" in err
     assert main(["report", "--store", str(tmp_path), "--experiment", "nope"]) == 2
     assert "'nope' is not in the store" in capsys.readouterr().err
 

@@ -74,7 +74,7 @@ def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pat
         ({"searcher": "randm"}, ValueError, r"Unknown `searcher` 'randm'\. Did you mean 'random'\? "
                                             r"Valid searchers: .*random"),
         ({"scheduler": "ashaa"}, ValueError,
-         r"Valid schedulers: asha, fifo, hyperband, layer_freezing, median"),
+         r"Valid schedulers: asha, fifo, freeze_thaw, hyperband, layer_freezing, median"),
         ({"scheduler": "asha", "scheduler_options": {"max_tt": 3}}, ValueError,
          r"Unknown `scheduler_options.max_tt` for scheduler 'asha'"),
         ({"scheduler": "layer_freezing"}, ValueError,

@@ -1,0 +1,331 @@
+"""QuickTuneSearcher + FreezeThawScheduler: contract suites, pairing, replayed curves, real Ray runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from ray import tune
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+import efficient_search as es
+from efficient_search.registry import make_scheduler, make_searcher
+from efficient_search.schedulers import FreezeThawScheduler
+from efficient_search.searchers import QuickTuneSearcher
+from efficient_search.searchers.quicktune_observations import Observations
+from efficient_search.surrogate import MetaDataset
+from efficient_search.testing.replay import ReplaySimulation, ReplayTable, replay_trainable
+from efficient_search.testing.schedulers import MAX_EPOCHS, METRIC, TIME_ATTR, SchedulerContract
+from efficient_search.testing.searchers import SearcherContract
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+QUICKTUNE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "quicktune-mtlbm-extended"
+
+
+class TestQuickTuneSearcherContract(SearcherContract):
+    @staticmethod
+    def make(
+        space: Any, metric: Any, mode: Any, seed: int, points_to_evaluate: list[dict[str, Any]] | None = None
+    ) -> Searcher:
+        return QuickTuneSearcher(
+            space, metric=metric, mode=mode, seed=seed, points_to_evaluate=points_to_evaluate, pool_size=64
+        )
+
+
+class TestFreezeThawSchedulerContract(SchedulerContract):
+    restores_state = True
+
+    @staticmethod
+    def make(mode: str) -> TrialScheduler:
+        return FreezeThawScheduler(max_t=MAX_EPOCHS, time_attr=TIME_ATTR, metric=METRIC, mode=mode, seed=0)
+
+
+# -- the pure parts -----------------------------------------------------------------------------------
+
+
+def test_observations_turn_cumulative_cost_into_step_cost_and_ignore_repeats() -> None:
+    seen = Observations()
+    seen.register("a", {"lr": 0.1})
+    assert seen.observe("a", 1, 0.5, cumulative=2.0) == 2.0
+    assert seen.observe("a", 2, 0.6, cumulative=5.0) == 3.0
+    assert seen.observe("a", 2, 0.9, cumulative=5.0) == 0.0  # Tune's repeated final result
+    features, values, costs = seen.arrays(["a"], 3)
+    assert features == [{"lr": 0.1}]
+    assert values[0, :2].tolist() == [0.5, 0.6] and math.isnan(values[0, 2])
+    assert costs[0, :2].tolist() == [2.0, 3.0] and seen.spent_s == 5.0
+    restored = Observations()
+    restored.set_state(json.loads(json.dumps(seen.to_state())))
+    assert restored.to_state() == seen.to_state()
+
+
+def test_bad_options_name_the_field() -> None:
+    with pytest.raises(ValueError, match="`alpha`"):
+        QuickTuneSearcher(alpha=-1)
+    with pytest.raises(ValueError, match="`pool_size`"):
+        QuickTuneSearcher(pool_size=0)
+    with pytest.raises(ValueError, match="meta-dataset path"):
+        QuickTuneSearcher(surrogate="/nonexistent/surrogate")
+    with pytest.raises(ValueError, match="`max_t`"):
+        FreezeThawScheduler(max_t=0)
+    with pytest.raises(ValueError, match="`patience`"):
+        FreezeThawScheduler(patience=0)
+    with pytest.raises(TypeError, match="`searcher`"):
+        FreezeThawScheduler(searcher="quicktune")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="scheduler_options.searcher"):
+        make_scheduler("freeze_thaw", seed=0, options={"searcher": "x"})
+
+
+def test_the_registry_builds_a_linked_pair() -> None:
+    searcher = make_searcher("quicktune", seed=0, options={"pool_size": 32}, max_concurrent=2)
+    limited = ConcurrencyLimiter(searcher, max_concurrent=2)  # what Tune wraps it in
+    scheduler = make_scheduler("freeze_thaw", seed=0, options={"max_t": 3, "patience": 2}, searcher=limited)
+    assert isinstance(scheduler, FreezeThawScheduler) and scheduler.linked
+    assert scheduler.model is searcher.model and searcher.model.paired and searcher.model.max_steps == 3
+    alone = make_scheduler("freeze_thaw", seed=0, options={"max_t": 3})
+    assert isinstance(alone, FreezeThawScheduler) and not alone.linked
+
+
+def test_paused_trials_free_their_slot_under_the_concurrency_limiter() -> None:
+    searcher = QuickTuneSearcher({"x": tune.uniform(0, 1)}, metric="score", mode="max", seed=0)
+    limiter = ConcurrencyLimiter(searcher, max_concurrent=1)
+    assert limiter.suggest("t0") is not None
+    assert limiter.suggest("t1") is None  # t0 runs
+    limiter.on_pause("t0")
+    assert limiter.suggest("t1") is not None  # t0 paused: its slot is free
+    limiter.on_unpause("t0")
+    assert limiter.suggest("t2") is None
+
+
+# -- replayed Quick-Tune curves ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quicktune_data() -> Any:
+    if not QUICKTUNE_DATA.is_dir():
+        pytest.skip(f"the Quick-Tune meta-dataset is not at {QUICKTUNE_DATA}")
+    from efficient_search.surrogate import load_meta_dataset
+
+    return load_meta_dataset(QUICKTUNE_DATA)
+
+
+@pytest.fixture(scope="module")
+def small_surrogate(quicktune_data: Any) -> Any:
+    from efficient_search.surrogate import DeepKernelSurrogate, SurrogateSettings
+
+    held_out = quicktune_data.dataset_names[0]
+    settings = SurrogateSettings(meta_train_steps=100, cost_train_steps=100, max_train_points=4000)
+    return DeepKernelSurrogate(settings=settings, seed=0).fit(quicktune_data.drop([held_out]))
+
+
+def test_replay_pauses_continues_and_keeps_suggest_under_a_second(
+    quicktune_data: Any, small_surrogate: Any
+) -> None:
+    table = ReplayTable.from_meta_dataset(quicktune_data, quicktune_data.dataset_names[0])
+    searcher = QuickTuneSearcher(
+        table.space(),
+        metric="accuracy",
+        mode="max",
+        seed=0,
+        surrogate=small_surrogate,
+        meta_features=table.meta_features(),
+        featurize=table.hyperparameters,
+    )
+    scheduler = FreezeThawScheduler(searcher=searcher, max_t=table.max_epochs, patience=10)
+    full_run = float(np.nanmedian(np.nansum(table.data.costs, axis=1)))
+    latencies: list[float] = []
+    suggest = searcher.suggest
+
+    def timed_suggest(trial_id: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return suggest(trial_id)
+        finally:
+            latencies.append(time.perf_counter() - started)
+
+    searcher.suggest = timed_suggest  # type: ignore[method-assign]
+    sim = ReplaySimulation(table, searcher, scheduler, budget_s=1.5 * full_run)
+    outcome = sim.run()
+    assert outcome.trials >= 3 and outcome.epochs > outcome.trials
+    assert max(sim.progress.values()) <= table.max_epochs
+    resumed = [t for t in sim.controller.trials if sim.progress.get(t.trial_id, 0) >= 2]
+    assert resumed, "some trial was paused after its first epoch and continued"
+    assert statistics.median(latencies) < 1.0, latencies
+    regret = (table.best - outcome.incumbents[-1]) / (table.best - table.worst)
+    assert 0 <= regret < 0.5
+
+
+# -- real Ray Tune runs -----------------------------------------------------------------------------
+
+
+def digits_spec(tmp_path: Path, name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "task": "digits",
+        "search_space": {
+            "depth": {"randint": [1, 3]},
+            "width": 8,
+            "lr": {"loguniform": [0.01, 0.5]},
+            "batch_size": 64,
+        },
+        "searcher": "quicktune",
+        "searcher_options": {"pool_size": 32, "initial_random": 2},
+        "scheduler": "freeze_thaw",
+        "scheduler_options": {"max_t": 3},
+        "num_samples": 4,
+        "max_concurrent_trials": 1,
+        "resources": {"num_workers": 0},
+        "store": str(tmp_path / "store"),
+        "seed": 0,
+        "verbose": 0,
+        **fields,
+    }
+
+
+def reported(rows: Any) -> Any:
+    return rows[rows["status"] == "RUNNING"].sort_values("timestamp" if "timestamp" in rows else "time")
+
+
+class ResultOrder(Callback):
+    """Records (trial id, epoch) of every result, in the order Tune saw them."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, int]] = []
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: Any, **info: Any
+    ) -> None:
+        self.seen.append((trial.trial_id, int(result["fidelity/epoch"])))
+
+
+def toy_table() -> ReplayTable:
+    """Six recorded 3-epoch curves: the higher ``lr``, the better and the slower."""
+    lr = np.array([0.001, 0.003, 0.01, 0.03, 0.1, 0.3])
+    curves = np.outer(np.log10(lr) + 4, [0.5, 0.8, 1.0])
+    costs = np.outer(1 + np.arange(6), [1.0, 1.0, 1.0])
+    data = MetaDataset(
+        configs=pd.DataFrame({"lr": lr}),
+        curves=curves,
+        costs=costs,
+        datasets=["toy"] * 6,
+        budgets=np.array([1, 2, 3]),
+        metric="accuracy",
+        mode="max",
+    )
+    return ReplayTable.from_meta_dataset(data, "toy")
+
+
+def test_tune_pauses_and_continues_replayed_trials(tmp_path: Path) -> None:
+    table = toy_table()
+    searcher = QuickTuneSearcher(
+        metric="accuracy", mode="max", seed=0, featurize=table.hyperparameters, initial_random=2
+    )
+    scheduler = FreezeThawScheduler(max_t=3)  # finds the searcher through Tune's search_alg
+    order = ResultOrder()
+    grid = tune.Tuner(
+        replay_trainable(table),
+        param_space=table.space(),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=4,
+            max_concurrent_trials=1,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name="replay",
+            storage_path=str(tmp_path),
+            verbose=0,
+            callbacks=[order, scheduler.state_callback()],
+        ),
+    ).fit()
+    assert grid.num_errors == 0 and len(grid) == 4
+    assert scheduler.linked and scheduler.model is searcher.model
+    for trial_id in {t for t, _ in order.seen}:
+        epochs = [e for t, e in order.seen if t == trial_id]
+        assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)  # continued, never restarted
+    assert max(e for _, e in order.seen) == 3
+    ids = [t for t, _ in order.seen]
+    assert any(ids[i] != ids[i + 1] and ids[i] in ids[i + 2 :] for i in range(len(ids) - 2)), order.seen
+
+
+@pytest.mark.slow
+def test_digits_trials_are_paused_and_continued(tmp_path: Path) -> None:
+    result = es.run(digits_spec(tmp_path, "qt-digits"))
+    assert not result.grid.errors
+    rows = reported(result.results())
+    assert rows["fidelity.epoch"].max() <= 3
+    order = rows["trial_id"].tolist()
+    for trial_id, own in rows.groupby("trial_id"):
+        epochs = own["fidelity.epoch"].astype(int).tolist()
+        assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)  # continued, not restarted
+    # Some trial reported, paused while another one ran, then went on.
+    interleaved = [
+        t for t in set(order) if (len(order) - order[::-1].index(t)) - order.index(t) > order.count(t)
+    ]
+    assert interleaved, order
+    assert rows.groupby("trial_id")["fidelity.epoch"].max().max() == 3
+
+
+class InterruptAfterResults(Callback):
+    """Raise out of ``Tuner.fit`` after ``count`` results, once (while ``marker`` exists)."""
+
+    def __init__(self, marker: str, count: int):
+        self.marker, self.count, self.seen = marker, count, 0
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Any], trial: Any, result: Any, **info: Any
+    ) -> None:
+        self.seen += 1
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        import os
+
+        if self.seen >= self.count and os.path.exists(self.marker):
+            os.remove(self.marker)
+            raise RuntimeError("interrupted on purpose")
+
+
+@pytest.mark.slow
+def test_resume_keeps_surrogate_and_scheduler_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    marker = tmp_path / "interrupt"
+    marker.touch()
+    spec = digits_spec(tmp_path, "qt-resume")
+    with pytest.raises(RuntimeError, match="interrupted on purpose"):
+        es.run(spec, callbacks=[InterruptAfterResults(str(marker), 4)])
+    experiment = tmp_path / "store" / "_ray" / "qt-resume"
+    saved = sorted(experiment.glob("searcher-state-*.pkl"))
+    assert saved and (experiment / "quicktune-surrogate" / "surrogate.safetensors").is_file()
+    before = json.loads(saved[-1].read_text())["model"]["observations"]["trials"]
+    assert sum(len(c["values"]) for _, c in before) >= 3
+    result = es.resume(str(tmp_path / "store"), "qt-resume")
+    rows = reported(result.results())
+    for trial_id, own in rows.groupby("trial_id"):
+        epochs = own["fidelity.epoch"].astype(int).tolist()
+        assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)
+    assert rows["fidelity.epoch"].max() <= 3
+    after = json.loads(sorted(experiment.glob("searcher-state-*.pkl"))[-1].read_text())
+    known = {t for t, _ in after["model"]["observations"]["trials"]}
+    assert {t for t, _ in before} <= known  # the restored surrogate kept what it had seen
+
+
+def test_freeze_thaw_pauses_at_each_step_and_stops_at_max_t() -> None:
+    scheduler = FreezeThawScheduler(max_t=2, metric="score", mode="max", time_attr="fidelity/epoch")
+    from efficient_search.testing.schedulers import Simulation
+
+    sim = Simulation(scheduler, [{"x": 0.2}, {"x": 0.9}], lambda c, e: c["x"] * e).run()
+    decisions = [(t, e, d) for t, e, d in sim.log]
+    assert ("t000", 1, TrialScheduler.PAUSE) in decisions and ("t001", 1, TrialScheduler.PAUSE) in decisions
+    assert all(e <= 2 for _, e, _ in decisions)
+    assert set(sim.statuses().values()) == {Trial.TERMINATED}
