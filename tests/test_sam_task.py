@@ -355,3 +355,40 @@ def test_two_ddp_workers_train_with_lora(nuclei: Path, tmp_path: Path) -> None:
     reported = rows[rows["status"] == "RUNNING"].sort_values("iteration")
     assert reported["fidelity.epoch"].tolist() == [1.0, 2.0]
     assert reported["metric.val_iou"].between(0, 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_session")
+def test_quicktune_pauses_and_continues_sam_trials_on_nuclei(nuclei: Path, tmp_path: Path) -> None:
+    """QuickTuneSearcher + FreezeThawScheduler on SAM fine-tuning: trials stop after each epoch, wait
+    while others run, and continue from their checkpoint (epochs 1, 2, ... once each)."""
+    store = tmp_path / "store"
+    result = es.run({
+        "name": "sam-quicktune",
+        "task": "sam",
+        "task_options": {"model": "tiny", "data": str(nuclei), "batch_size": 1},
+        "search_space": "sam",
+        "searcher": "quicktune",
+        "searcher_options": {"pool_size": 32, "initial_random": 2},
+        "scheduler": "freeze_thaw",
+        "scheduler_options": {"max_t": 3},
+        "num_samples": 4,
+        "max_concurrent_trials": 1,
+        "resources": {"num_workers": 0},
+        "store": str(store),
+        "seed": 0,
+        "verbose": 0,
+    })
+    assert not result.grid.errors
+    rows = ParquetStore(str(store)).results("sam-quicktune")
+    reported = rows[rows["status"] == "RUNNING"].sort_values("timestamp")
+    order = reported["trial_id"].tolist()
+    for trial_id, trial in reported.groupby("trial_id"):
+        epochs = trial.sort_values("iteration")["fidelity.epoch"].astype(int).tolist()
+        assert epochs == list(range(1, len(epochs) + 1)), (trial_id, epochs)  # continued, not restarted
+        assert trial["metric.val_iou"].between(0, 1).all()
+    assert reported["fidelity.epoch"].max() <= 3
+    # A trial reported, waited while another one ran, then went on.
+    first = {t: order.index(t) for t in set(order)}
+    last = {t: len(order) - 1 - order[::-1].index(t) for t in set(order)}
+    assert any(last[t] - first[t] + 1 > order.count(t) for t in set(order)), order
