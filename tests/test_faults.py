@@ -60,6 +60,10 @@ def test_evolution_with_asha_survives_a_driver_kill(tmp_path: Path) -> None:
     ("random", "fifo", 2, {}),
     ("optuna", "asha", 1, {"scheduler_options": {"max_t": 3}}),
     ("random", "median", 2, {"scheduler_options": {"grace_period": 1, "min_samples_required": 2}}),
+    # Cost in epochs (not wall seconds), so that both runs see the same costs and decide alike.
+    ("quicktune", "freeze_thaw", 1, {
+        "searcher_options": {"pool_size": 32, "initial_random": 2, "cost_attr": "fidelity/epoch"},
+        "scheduler_options": {"max_t": 3, "cost_attr": "fidelity/epoch"}}),
 ])
 def test_every_searcher_and_scheduler_survives_driver_kills(tmp_path: Path, searcher: str, scheduler: str,
                                                             concurrency: int, options: dict) -> None:
