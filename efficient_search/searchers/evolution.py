@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ from efficient_search.searchers.checks import check_objectives, check_points, ch
 from efficient_search.searchers.pareto import non_dominated_sort
 from efficient_search.searchers.population import AgingPopulation, ParetoPopulation
 from efficient_search.searchers.space import Gene, Genome, SearchSpace, SpaceLike, as_search_space
+from efficient_search.searchers.state_file import read_state, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -227,14 +226,10 @@ class EvolutionarySearcher(Searcher):
 
     def save(self, checkpoint_path: str) -> None:
         """Write the state as JSON, atomically (temp file, then rename)."""
-        folder = os.path.dirname(os.path.abspath(checkpoint_path))
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as file:
-            json.dump(self.get_state(), file, allow_nan=False)
-        os.replace(file.name, checkpoint_path)
+        write_state(checkpoint_path, self.get_state())
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path) as file:
-            self.set_state(json.load(file))
+        self.set_state(read_state(checkpoint_path))
 
     # -- results ------------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +40,7 @@ from efficient_search.searchers.axes import ChoiceAxis, IntAxis
 from efficient_search.searchers.checks import check_points, is_int
 from efficient_search.searchers.quicktune_model import Featurize, QuickTuneModel
 from efficient_search.searchers.space import Genome, SearchSpace, as_search_space
+from efficient_search.searchers.state_file import read_state, write_state
 
 if TYPE_CHECKING:
     from efficient_search.surrogate.deep_kernel import DeepKernelSurrogate
@@ -376,15 +376,11 @@ class QuickTuneSearcher(Searcher):
     def save(self, checkpoint_path: str) -> None:
         """The state as JSON at ``checkpoint_path`` (atomically); the surrogate as safetensors + JSON in
         ``quicktune-surrogate/`` beside it."""
-        folder = os.path.dirname(os.path.abspath(checkpoint_path))
-        self.model.save_weights(folder)
-        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as file:
-            json.dump(self.get_state(), file, allow_nan=False)
-        os.replace(file.name, checkpoint_path)
+        self.model.save_weights(os.path.dirname(os.path.abspath(checkpoint_path)))
+        write_state(checkpoint_path, self.get_state())
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path) as file:
-            self.set_state(json.load(file))
+        self.set_state(read_state(checkpoint_path))
         self.model.load_weights(os.path.dirname(os.path.abspath(checkpoint_path)))
 
 

@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from efficient_search.surrogate.cost_correction import log_cost_correction
 from efficient_search.surrogate.encoding import ConfigEncoder, MetaFeatureScaler
+from efficient_search.surrogate.files import read_info
 from efficient_search.surrogate.meta_dataset import MetaDataset
 from efficient_search.surrogate.networks import CostModel, PerformanceModel
 from efficient_search.surrogate.points import Points, build_points, sample_meta_points, task_points
@@ -415,15 +416,8 @@ class DeepKernelSurrogate:
     def load(cls, path: str | os.PathLike[str]) -> DeepKernelSurrogate:
         """A surrogate saved by :meth:`save`, in the same state (task observations included)."""
         path = os.fspath(path)
-        info_path = os.path.join(path, INFO_FILE)
-        if not os.path.isfile(info_path):
-            raise ValueError(f"`path` {path!r} holds no saved surrogate ({INFO_FILE} is missing). Fix: pass "
-                             f"the folder that save() or `efficient-search meta-train --out` wrote.")
-        with open(info_path) as stream:
-            info = json.load(stream)
-        if info.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{info_path} has format version {info.get('version')!r}; this code reads "
-                             f"version {FORMAT_VERSION}.")
+        info = read_info(path, INFO_FILE, FORMAT_VERSION, "holds no saved surrogate",
+                         "pass the folder that save() or `efficient-search meta-train --out` wrote.")
         surrogate = cls(settings=SurrogateSettings.from_dict(info["settings"]), seed=int(info["seed"]))
         surrogate._restore(info, load_file(os.path.join(path, WEIGHTS_FILE)))
         return surrogate

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from efficient_search.surrogate.files import read_info
+
 FORMAT_VERSION = 1
 TABLE_FILE = "table.parquet"
 INFO_FILE = "meta_dataset.json"
@@ -241,15 +243,8 @@ class MetaDataset:
     def load(cls, path: str | os.PathLike[str]) -> MetaDataset:
         """Read a folder written by :meth:`save`."""
         path = os.fspath(path)
-        info_path = os.path.join(path, INFO_FILE)
-        if not os.path.isfile(info_path):
-            raise ValueError(f"`path` {path!r} is not a saved MetaDataset (no {INFO_FILE}). Fix: pass the "
-                             f"folder MetaDataset.save wrote.")
-        with open(info_path) as stream:
-            info = json.load(stream)
-        if info.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{info_path} has format version {info.get('version')!r}; this code reads "
-                             f"version {FORMAT_VERSION}.")
+        info = read_info(path, INFO_FILE, FORMAT_VERSION, "is not a saved MetaDataset",
+                         "pass the folder MetaDataset.save wrote.")
         frame = pd.read_parquet(os.path.join(path, TABLE_FILE))
         t = len(info["budgets"])
         configs = frame[[f"config.{c}" for c in info["config_columns"]]]
