@@ -66,8 +66,8 @@ def test_evolution_with_asha_survives_a_driver_kill(tmp_path: Path) -> None:
     ("optuna", "asha", 1, {"scheduler_options": {"max_t": 3}}),
     ("random", "median", 2, {"scheduler_options": {"grace_period": 1, "min_samples_required": 2}}),
     # Cost in epochs (not wall seconds), so that uninterrupted runs decide alike (they do). After a
-    # kill, the trial that was running restarts as pending and the scheduler may continue another
-    # paused trial first; the surrogate, conditioned in batches, then sees another order and later
+    # kill, Tune restores a trial paused after every epoch from the checkpoint before its last one
+    # (it registers no checkpoint on PAUSE), while the pair's saved state has seen that epoch; later
     # suggestions differ (known gap: nothing lost or doubled, but not the same configurations).
     ("quicktune", "freeze_thaw", 1, {
         "same_configs": False,
