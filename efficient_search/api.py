@@ -297,10 +297,12 @@ def check_resumable(scheduler: Any, store: ParquetStore, spec: ExperimentSpec) -
 
     if not isinstance(scheduler, HyperBandScheduler) or callable(getattr(scheduler, "state_callback", None)):
         return
-    trials = store.trials(spec.name) if store.keys(spec.name) else None
-    finished = trials is not None and len(trials) >= spec.num_samples and bool(
-        trials["status"].isin(["TERMINATED", "ERROR"]).all())
-    if not finished:
+    from efficient_search.store.rows import ERROR, TERMINATED
+
+    ended: dict[str, bool] = {}
+    for trial_id, _, status in store.keys(spec.name):
+        ended[trial_id] = ended.get(trial_id, False) or status in (TERMINATED, ERROR)
+    if len(ended) < spec.num_samples or not all(ended.values()):
         raise ValueError(
             f"Experiment {spec.name!r} ran with scheduler {_name(spec.scheduler)!r} (Ray's "
             "HyperBandScheduler), which cannot be resumed: Ray does not save its brackets, and the "

@@ -53,11 +53,8 @@ def driver_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     import ray
 
     env = dict(os.environ)
-    if ray.is_initialized():
-        address = ray.get_runtime_context().gcs_address
-        env["RAY_ADDRESS"] = address
-        if address.startswith(("127.", "localhost")):  # keep Ray from swapping in the outward address
-            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if ray.is_initialized():  # a loopback address stays loopback: see api.start_ray
+        env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     env.update(extra or {})
     return env
 
