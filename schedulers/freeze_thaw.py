@@ -8,7 +8,8 @@ Paired with a :class:`~efficient_search.searchers.QuickTuneSearcher`, the two sh
 :class:`~efficient_search.searchers.quicktune_model.QuickTuneModel` (surrogate + observations), and
 the searcher only proposes a new config when it beats every paused trial; the pair is linked through
 ``searcher=`` or, inside Tune, found through the controller's ``search_alg`` (as Ray's BOHB pair does).
-Alone, the scheduler fits its own surrogate on the run's curves.
+Alone, the scheduler fits its own surrogate on the run's curves. Paired, at most the searcher's
+``max_concurrent`` trials (Tune's ``max_concurrent_trials``) train at once, paused ones not counted.
 
 A trial stops at ``max_t``, after ``patience`` steps without improving its best value, when its
 metric is NaN, or when ``cost_budget_s`` seconds of reported cost (summed over all trials, e.g.
@@ -208,15 +209,24 @@ class FreezeThawScheduler(FIFOScheduler):
         if trial_id not in self._target:
             self._progress[trial_id] = 0
             self._target[trial_id] = self._segment_end(0)
-        progress = self._progress.get(trial_id, 0)
-        if trial.status == Trial.PENDING and progress >= self._target[trial_id]:
-            # Tuner.restore makes paused trials PENDING, and Tune starts PENDING trials without
-            # asking: such a trial goes on to the end of its next segment.
-            self._target[trial_id] = self._segment_end(progress)
-            self.model.on_unpause(trial_id)
+        elif trial.status == Trial.PENDING:
+            self._restored(trial)
         target = self._target[trial_id]
         if trial.config.get(EPOCHS) != target:
             trial.set_config({**trial.config, EPOCHS: target})
+
+    def _restored(self, trial: Trial) -> None:
+        """A known trial added again: ``Tuner.restore`` made it PENDING, as every unfinished trial,
+        and Tune starts PENDING trials without asking the scheduler. One that had reached the end of
+        its segment (paused, or still saving its pause checkpoint when the driver died) waits again
+        for :meth:`choose_trial_to_run`, as it would have; Tune restarts it from its checkpoint when
+        chosen. One that was training goes on at once. (``add_trial`` files the trial under its
+        status after this hook, so setting the status here is enough.)"""
+        if self._progress.get(trial.trial_id, 0) >= self._target[trial.trial_id]:
+            trial.set_status(Trial.PAUSED)
+            self.model.on_pause(trial.trial_id)
+        else:
+            self.model.on_unpause(trial.trial_id)
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> str:
         self._check_objective()
@@ -265,13 +275,24 @@ class FreezeThawScheduler(FIFOScheduler):
 
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
         self._find_searcher(tune_controller)
-        waiting = [t for t in tune_controller.get_trials() if t.status in WAITING]
+        trials = tune_controller.get_trials()
+        waiting = [t for t in trials if t.status in WAITING]
         if self.model.exhausted:
             for trial in waiting:  # the time budget is spent: nothing more starts or resumes
                 tune_controller.stop_trial(trial)
             return None
+        limit = self._searcher.max_concurrent if self._searcher is not None else 0
+        if limit:
+            # At most `max_concurrent_trials` train at once; Tune starts PENDING trials by itself
+            # (new ones the searcher suggested, ones chosen before), so only paused ones wait here.
+            if sum(t.status in (Trial.RUNNING, Trial.PENDING) for t in trials) >= limit:
+                return None
+            waiting = [t for t in waiting if t.status == Trial.PAUSED]
         if not waiting:
             return None
+        # Ties go to the trial added first; Tune's own order changes on restore (newest first).
+        order = {trial_id: i for i, trial_id in enumerate(self._target)}
+        waiting.sort(key=lambda t: order.get(t.trial_id, len(order)))
         trial = waiting[self._pick(waiting)]
         progress = self._progress.get(trial.trial_id, 0)
         if trial.status == Trial.PAUSED or progress > 0:

@@ -25,7 +25,13 @@ from efficient_search.searchers import QuickTuneSearcher
 from efficient_search.searchers.quicktune_observations import Observations
 from efficient_search.surrogate import MetaDataset
 from efficient_search.testing.replay import ReplaySimulation, ReplayTable, replay_trainable
-from efficient_search.testing.schedulers import MAX_EPOCHS, METRIC, TIME_ATTR, SchedulerContract
+from efficient_search.testing.schedulers import (
+    MAX_EPOCHS,
+    METRIC,
+    TIME_ATTR,
+    SchedulerContract,
+    WhitelistedController,
+)
 from efficient_search.testing.searchers import SearcherContract
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -105,6 +111,75 @@ def test_paused_trials_free_their_slot_under_the_concurrency_limiter() -> None:
     assert limiter.suggest("t1") is not None  # t0 paused: its slot is free
     limiter.on_unpause("t0")
     assert limiter.suggest("t2") is None
+
+
+def _linked_pair(limit: int) -> tuple[QuickTuneSearcher, FreezeThawScheduler, WhitelistedController]:
+    searcher = QuickTuneSearcher({"x": tune.uniform(0, 1)}, metric="score", mode="max", seed=0)
+    ConcurrencyLimiter(searcher, max_concurrent=limit)  # hands the limit to the searcher
+    scheduler = FreezeThawScheduler(searcher=searcher, max_t=3, metric="score", mode="max")
+    controller = WhitelistedController()
+    controller.scheduler = scheduler
+    return searcher, scheduler, controller
+
+
+def _add(scheduler: FreezeThawScheduler, controller: WhitelistedController, trial_id: str,
+         config: dict[str, Any], status: str = Trial.PENDING) -> Trial:
+    trial = Trial("fn", config=config, trial_id=trial_id, stub=True)
+    trial.set_status(status)
+    controller.trials.append(trial)
+    scheduler.on_trial_add(controller, trial)  # type: ignore[arg-type]
+    return trial
+
+
+def test_freeze_thaw_trains_at_most_max_concurrent_trials_and_breaks_ties_by_age() -> None:
+    searcher, scheduler, controller = _linked_pair(1)
+    trials = []
+    for name in ("a", "b"):
+        config = searcher.suggest(name)
+        assert config is not None
+        trial = _add(scheduler, controller, name, config)
+        trial.set_status(Trial.RUNNING)
+        result = {"score": 0.5, "fidelity/epoch": 1, "training_iteration": 1}
+        assert scheduler.on_trial_result(controller, trial, result) == TrialScheduler.PAUSE  # type: ignore[arg-type]
+        searcher.on_trial_result(name, result)
+        trial.set_status(Trial.PAUSED)
+        trials.append(trial)
+    controller.trials.reverse()  # Tune lists restored trials newest first
+    trials[1].set_status(Trial.RUNNING)
+    assert scheduler.choose_trial_to_run(controller) is None  # b trains: the one slot is taken  # type: ignore[arg-type]
+    trials[1].set_status(Trial.PAUSED)
+    assert scheduler.choose_trial_to_run(controller) is trials[0]  # type: ignore[arg-type]
+
+
+def test_a_restored_trial_waits_if_it_had_reached_its_segment_end() -> None:
+    """Tuner.restore makes every unfinished trial PENDING and Tune starts PENDING trials unasked.
+    A trial that had reached its pause point (here: its pause checkpoint not saved yet) must wait
+    for the scheduler again; one that was training goes on."""
+    searcher, scheduler, controller = _linked_pair(1)
+    configs = {name: searcher.suggest(name) for name in ("a",)}
+    trial = _add(scheduler, controller, "a", dict(configs["a"] or {}))
+    trial.set_status(Trial.RUNNING)
+    result = {"score": 0.5, "fidelity/epoch": 1, "training_iteration": 1}
+    assert scheduler.on_trial_result(controller, trial, result) == TrialScheduler.PAUSE  # type: ignore[arg-type]
+    searcher.on_trial_result("a", result)
+    config_b = searcher.suggest("b")  # a's slot is free while it pauses
+    assert config_b is not None
+    _add(scheduler, controller, "b", config_b).set_status(Trial.RUNNING)
+    saved = json.loads(json.dumps({"searcher": searcher.get_state(), "scheduler": scheduler.get_state()}))
+
+    searcher, scheduler, controller = _linked_pair(1)
+    searcher.set_state(saved["searcher"])
+    scheduler.set_state(saved["scheduler"])
+    restored_b = _add(scheduler, controller, "b", {**config_b, "epochs": 1})
+    restored_a = _add(scheduler, controller, "a", {**dict(configs["a"] or {}), "epochs": 1})
+    assert restored_a.status == Trial.PAUSED and searcher.model.paused == {"a"}
+    assert restored_b.status == Trial.PENDING and restored_b.config["epochs"] == 1
+    assert scheduler.choose_trial_to_run(controller) is None  # type: ignore[arg-type]
+    restored_b.set_status(Trial.RUNNING)
+    assert scheduler.on_trial_result(controller, restored_b, result) == TrialScheduler.PAUSE  # type: ignore[arg-type]
+    restored_b.set_status(Trial.PAUSED)
+    assert scheduler.choose_trial_to_run(controller) is restored_a  # type: ignore[arg-type]
+    assert restored_a.config["epochs"] == 2
 
 
 # -- replayed Quick-Tune curves ---------------------------------------------------------------------

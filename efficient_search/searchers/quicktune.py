@@ -183,6 +183,11 @@ class QuickTuneSearcher(Searcher):
         self._max_concurrent = int(max_concurrent)
         return True
 
+    @property
+    def max_concurrent(self) -> int:
+        """Trials that may train at once (paused ones not counted); 0 for no limit."""
+        return self._max_concurrent
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if self._space is None:
             raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space"))
