@@ -8,7 +8,7 @@ time the store reaches a share of the uninterrupted run's rows, resumed with
 written twice, or a trial too many), trials that did not end exactly once, and whether the
 configurations equal the uninterrupted run's. Also: the wall time the faults cost.
 
-    python benchmarks/faults.py            # 4 pairs x 2 seeds x 3 kills (~25 min on 2 cores)
+    python benchmarks/faults.py            # 5 pairs x 2 seeds x 3 kills (~30 min on 2 cores)
     python benchmarks/faults.py --quick    # 1 pair x 1 seed x 2 kills (~2 min)
 """
 
@@ -39,6 +39,10 @@ PAIRS: list[tuple[str, str, int, dict[str, Any]]] = [
                               "scheduler_options": {"max_t": 3, "grace_period": 1}}),
     ("random", "fifo", 2, {}),
     ("optuna", "asha", 1, {"scheduler_options": {"max_t": 3}}),
+    # Cost in epochs (not wall seconds): the surrogate's decisions must not depend on machine load.
+    ("quicktune", "freeze_thaw", 1, {
+        "searcher_options": {"pool_size": 32, "initial_random": 2, "cost_attr": "fidelity/epoch"},
+        "scheduler_options": {"max_t": 3, "cost_attr": "fidelity/epoch"}}),
     ("evolution", "layer_freezing", 1, {
         "search_space": {"depth": 2, "width": 8, "lr": {"loguniform": [0.01, 0.5]}, "batch_size": 32},
         "task_options": {"epochs": 1}, "searcher_options": {"population_size": 3},
