@@ -289,9 +289,10 @@ def check_same_space(store: ParquetStore, experiment: str, description: Any) -> 
 def check_resumable(scheduler: Any, store: ParquetStore, spec: ExperimentSpec) -> None:
     """Refuse to resume an unfinished search whose scheduler would wait forever.
 
-    Ray saves no scheduler state; Ray's synchronous HyperBand then never resumes the trials it had
-    paused. Schedulers with ``state_callback`` (asha, layer_freezing) come back whole; the others
-    of Ray's (median) resume with empty statistics.
+    Ray saves no scheduler state; Ray's own synchronous HyperBand (passed as an object) then never
+    resumes the trials it had paused. Schedulers with ``state_callback`` (asha, hyperband,
+    layer_freezing, freeze_thaw) come back whole; the others of Ray's (median) resume with empty
+    statistics.
     """
     from ray.tune.schedulers import HyperBandScheduler
 
@@ -307,7 +308,8 @@ def check_resumable(scheduler: Any, store: ParquetStore, spec: ExperimentSpec) -
             f"Experiment {spec.name!r} ran with scheduler {_name(spec.scheduler)!r} (Ray's "
             "HyperBandScheduler), which cannot be resumed: Ray does not save its brackets, and the "
             "trials it paused would wait forever. Fix: rerun it under a new name, or use scheduler "
-            "asha or layer_freezing, which resume with their state."
+            "'hyperband' (efficient_search.schedulers.RestorableHyperBand), which resumes with its "
+            "brackets."
         )
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from ray.tune.schedulers import (
     FIFOScheduler,
-    HyperBandScheduler,
     MedianStoppingRule,
     TrialScheduler,
 )
@@ -205,7 +204,9 @@ def _asha(*, seed: int, max_t: int = 4, grace_period: int = 1, reduction_factor:
 
 def _hyperband(*, seed: int, max_t: int = 4, reduction_factor: float = 3,
                time_attr: str = "training_iteration") -> TrialScheduler:
-    return HyperBandScheduler(time_attr=time_attr, max_t=max_t, reduction_factor=reduction_factor)
+    from efficient_search.schedulers import RestorableHyperBand
+
+    return RestorableHyperBand(time_attr=time_attr, max_t=max_t, reduction_factor=reduction_factor)
 
 
 def _median(*, seed: int, grace_period: float = 1, min_samples_required: int = 3,

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,7 +23,7 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
-from efficient_search.schedulers.state import SchedulerStateCallback
+from efficient_search.schedulers.state import SchedulerStateCallback, from_json_float, json_float
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -56,7 +55,7 @@ class RestorableASHA(AsyncHyperBandScheduler):
     def get_state(self) -> dict[str, Any]:
         """Rungs (milestone, {trial_id: signed score}) per bracket, bracket of each live trial,
         stop count and the generator state: JSON-able."""
-        brackets = [[[milestone, {t: _plain(v) for t, v in recorded.items()}]
+        brackets = [[[milestone, {t: json_float(v) for t, v in recorded.items()}]
                      for milestone, recorded in bracket._rungs] for bracket in self._brackets]
         assigned = {t: self._brackets.index(b) for t, b in self._trial_info.items()}
         return {"version": STATE_VERSION, "metric": self._metric, "mode": self._mode,
@@ -73,7 +72,7 @@ class RestorableASHA(AsyncHyperBandScheduler):
         if state["mode"] is not None:
             self.set_search_properties(state["metric"], state["mode"])
         for bracket, rungs in zip(self._brackets, state["brackets"], strict=True):
-            bracket._rungs = [(milestone, {str(t): _score(v) for t, v in recorded.items()})
+            bracket._rungs = [(milestone, {str(t): from_json_float(v) for t, v in recorded.items()})
                               for milestone, recorded in rungs]
         self._trial_info = {str(t): self._brackets[int(i)] for t, i in state["trials"].items()}
         self._num_stopped = int(state["num_stopped"])
@@ -83,14 +82,3 @@ class RestorableASHA(AsyncHyperBandScheduler):
         """A Tune callback that saves this scheduler's state with every experiment snapshot."""
         return SchedulerStateCallback(self)
 
-
-def _plain(value: float | None) -> float | str | None:
-    """A rung score as JSON (NaN as text, since strict JSON has none)."""
-    if value is None:
-        return None
-    value = float(value)
-    return "nan" if math.isnan(value) else value
-
-
-def _score(value: float | str | None) -> float | None:
-    return None if value is None else float(value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 from ray.tune import Callback
@@ -25,3 +26,15 @@ class SchedulerStateCallback(Callback):
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.scheduler.set_state(state)
+
+
+def json_float(value: float | None) -> float | str | None:
+    """A score as strict JSON (NaN as text, since strict JSON has none)."""
+    if value is None:
+        return None
+    value = float(value)
+    return "nan" if math.isnan(value) else value
+
+
+def from_json_float(value: float | str | None) -> float | None:
+    return None if value is None else float(value)

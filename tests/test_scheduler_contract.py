@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, TrialScheduler
 
-from efficient_search.schedulers import LayerFreezingScheduler, RestorableASHA
+from efficient_search.schedulers import LayerFreezingScheduler, RestorableASHA, RestorableHyperBand
 from efficient_search.testing.schedulers import MAX_EPOCHS, METRIC, TIME_ATTR, SchedulerContract
 
 
@@ -48,3 +48,12 @@ class TestRestorableASHA(SchedulerContract):
     def make(mode: str) -> TrialScheduler:
         return RestorableASHA(seed=0, time_attr=TIME_ATTR, max_t=MAX_EPOCHS, grace_period=1,
                               reduction_factor=2, brackets=2, metric=METRIC, mode=mode)
+
+
+class TestRestorableHyperBand(SchedulerContract):
+    restores_state = True
+
+    @staticmethod
+    def make(mode: str) -> TrialScheduler:
+        return RestorableHyperBand(time_attr=TIME_ATTR, max_t=MAX_EPOCHS, reduction_factor=2,
+                                   metric=METRIC, mode=mode)

@@ -81,6 +81,8 @@ class Simulation:
     log: list[tuple[str, int, str]] = field(default_factory=list)
     progress: dict[str, int] = field(default_factory=dict)
     epochs_trained: int = 0
+    last_result: dict[str, int] = field(default_factory=dict)  # trial id -> result count then
+    resumable: set[str] = field(default_factory=set)  # restored PENDING trials with a checkpoint
 
     def __post_init__(self) -> None:
         self.controller.scheduler = self.scheduler
@@ -103,7 +105,9 @@ class Simulation:
                 raise Deadlock(f"paused trials wait forever: {self.statuses()}")
             return False
         assert trial.status in (Trial.PENDING, Trial.PAUSED), trial.status
-        restart = trial.status == Trial.PENDING or bool(trial.config.get("fidelity_restart"))
+        restart = (trial.status == Trial.PENDING and trial.trial_id not in self.resumable) or bool(
+            trial.config.get("fidelity_restart"))
+        self.resumable.discard(trial.trial_id)
         epoch = 0 if restart else self.progress.get(trial.trial_id, 0)
         trial.set_status(Trial.RUNNING)
         target = int(trial.config.get("epochs", MAX_EPOCHS))
@@ -124,6 +128,7 @@ class Simulation:
                       "training_iteration": epoch}
             decision = self.scheduler.on_trial_result(self.controller, trial, result)
             self.log.append((trial.trial_id, epoch, decision))
+            self.last_result[trial.trial_id] = len(self.log)
             if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
                 # Tune saves a trial before pausing it, and asks the scheduler for the next
                 # trial meanwhile: the pausing trial is still RUNNING then.
@@ -138,6 +143,23 @@ class Simulation:
                 return True
             if trial.status == Trial.TERMINATED:  # stopped through the controller
                 return True
+
+    def restore(self, scheduler: TrialScheduler) -> None:
+        """Go on with ``scheduler`` (its saved state set) as after ``Tuner.restore``: new Trial
+        objects with the same ids and configs, added newest result first; every unfinished trial
+        PENDING, and resumed from its last epoch (its checkpoint) when it runs again."""
+        restored = []
+        for old in sorted(self.controller.trials, key=lambda t: -self.last_result.get(t.trial_id, 0)):
+            trial = Trial("simulated", config=dict(old.config), trial_id=old.trial_id, stub=True)
+            if old.status in (Trial.TERMINATED, Trial.ERROR):
+                trial.set_status(old.status)
+            elif old.trial_id in self.progress:
+                self.resumable.add(old.trial_id)
+            restored.append(trial)
+        self.scheduler = self.controller.scheduler = scheduler
+        self.controller.trials = restored
+        for trial in restored:
+            scheduler.on_trial_add(self.controller, trial)
 
     def run(self, max_steps: int = 10_000) -> Simulation:
         for _ in range(max_steps):
@@ -227,9 +249,7 @@ class SchedulerContract:
         state = json.loads(json.dumps(sim.scheduler.get_state()))  # type: ignore[attr-defined]
         fresh = self.make("max")
         fresh.set_state(state)  # type: ignore[attr-defined]
-        for trial in sim.controller.trials:
-            fresh.on_trial_add(sim.controller, trial)
-        sim.scheduler = sim.controller.scheduler = fresh
+        sim.restore(fresh)
         sim.run()
         assert sim.log == straight.log
         assert sim.statuses() == straight.statuses()

@@ -1,0 +1,155 @@
+"""``RestorableHyperBand``: Ray's synchronous HyperBand that survives ``Tuner.restore``.
+
+Ray's ``HyperBandScheduler`` keys its brackets by ``Trial`` objects and Ray saves no scheduler
+state, so a resumed search used to lose every bracket; the trials it had paused at a milestone
+were then never continued. This subclass keeps bands, brackets (size, milestone, halvings left,
+progress), each trial's place and last result (its time and metric only) as plain data, carried
+through experiment snapshots by :meth:`state_callback` (``efficient_search.run`` passes it). On
+restore the saved brackets get the restored ``Trial`` objects back by id, and a trial that was
+waiting at its milestone waits again: Tune makes every unfinished trial PENDING and starts PENDING
+trials without asking the scheduler. Decisions are Ray's own.
+
+Example::
+
+    scheduler = RestorableHyperBand(time_attr="training_iteration", max_t=9, reduction_factor=3)
+    tune.Tuner(fn, tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", scheduler=scheduler),
+               run_config=tune.RunConfig(callbacks=[scheduler.state_callback()]))
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ray.tune import Callback
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import HyperBandScheduler
+
+from efficient_search.schedulers.state import SchedulerStateCallback, from_json_float, json_float
+
+if TYPE_CHECKING:
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.schedulers.hyperband import _Bracket
+
+STATE_VERSION = 1
+
+
+class RestorableHyperBand(HyperBandScheduler):
+    """``HyperBandScheduler`` with ``get_state``/``set_state`` (see the module docstring)."""
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self._awaiting: dict[str, tuple[int, int]] = {}  # restored ids -> (band, bracket index)
+
+    # -- restore: saved brackets get their Trial objects back -----------------------------------
+    def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
+        place = self._awaiting.pop(trial.trial_id, None)
+        if place is None:
+            super().on_trial_add(tune_controller, trial)
+            return
+        band, index = place
+        bracket = self._hyperbands[band][index]
+        _swap_in(bracket, trial)
+        self._trial_info[trial] = bracket, band
+        if trial.status == Trial.PENDING and trial in bracket._live_trials:
+            result = bracket._live_trials[trial]
+            reached = result is not None and bracket._get_result_time(result) >= bracket._cumul_r
+            if reached or trial in bracket.trials_to_unpause:
+                # It was paused at its milestone (or pausing when the driver died): it waits
+                # for its bracket again, or for choose_trial_to_run when already promoted.
+                trial.set_status(Trial.PAUSED)
+
+    def _forget_unrestored(self) -> None:
+        """Saved trials Tune did not bring back leave their brackets, as removed trials do."""
+        if not self._awaiting:
+            return
+        for band, index in self._awaiting.values():
+            bracket = self._hyperbands[band][index]
+            bracket._live_trials = {t: r for t, r in bracket._live_trials.items()
+                                    if isinstance(t, Trial)}
+            bracket._all_trials = [t for t in bracket._all_trials if isinstance(t, Trial)]
+            bracket.trials_to_unpause = {t for t in bracket.trials_to_unpause if isinstance(t, Trial)}
+        self._awaiting.clear()
+
+    def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
+        self._forget_unrestored()
+        return super().choose_trial_to_run(tune_controller)
+
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
+        self._forget_unrestored()
+        return super().on_trial_result(tune_controller, trial, result)
+
+    # -- state ------------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        """Bands of brackets (None where Ray skipped a too-small one), the current bracket, the
+        stop count and each trial's place: JSON-able."""
+        places: dict[int, tuple[int, int]] = {}
+        bands = []
+        for b, band in enumerate(self._hyperbands):
+            bands.append([None if bracket is None else self._bracket_state(bracket) for bracket in band])
+            for i, bracket in enumerate(band):
+                if bracket is not None:
+                    places[id(bracket)] = (b, i)
+        current = self._state["bracket"]
+        trials = {_trial_id(t): list(places[id(bracket)]) for t, (bracket, _) in self._trial_info.items()}
+        trials.update({t: list(p) for t, p in self._awaiting.items()})
+        return {"version": STATE_VERSION, "metric": self._metric, "mode": self._mode,
+                "bands": bands, "band_idx": self._state["band_idx"],
+                "current": None if current is None else list(places[id(current)]),
+                "num_stopped": self._num_stopped, "trials": trials}
+
+    def _bracket_state(self, bracket: _Bracket) -> dict[str, Any]:
+        metric, time_attr = self._metric, self._time_attr
+        live = [[_trial_id(t), None if r is None else
+                 {time_attr: json_float(r.get(time_attr)), metric: json_float(r.get(metric))}]
+                for t, r in bracket._live_trials.items()]
+        return {"n": bracket._n, "r": bracket._r, "cumul_r": bracket._cumul_r,
+                "halves": bracket._halves, "completed_progress": bracket._completed_progress,
+                "being_processed": bracket.is_being_processed, "live": live,
+                "all": [_trial_id(t) for t in bracket._all_trials],
+                "to_unpause": sorted(_trial_id(t) for t in bracket.trials_to_unpause)}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"RestorableHyperBand state version {state.get('version')!r} is not "
+                             f"{STATE_VERSION}; restore with the efficient-search version that wrote it.")
+        if state["mode"] is not None:
+            self.set_search_properties(state["metric"], state["mode"])
+        self._hyperbands = [[None if saved is None else self._restore_bracket(s, saved)
+                             for s, saved in enumerate(band)] for band in state["bands"]]
+        self._state = {"band_idx": int(state["band_idx"]), "bracket": None}
+        if state["current"] is not None:
+            band, index = state["current"]
+            self._state["bracket"] = self._hyperbands[band][index]
+        self._num_stopped = int(state["num_stopped"])
+        self._trial_info = {}
+        self._awaiting = {str(t): (int(p[0]), int(p[1])) for t, p in state["trials"].items()}
+
+    def _restore_bracket(self, s: int, saved: dict[str, Any]) -> _Bracket:
+        bracket = self._create_bracket(s)  # a band's s-th bracket is made with s halvings
+        bracket._n, bracket._r = int(saved["n"]), int(saved["r"])
+        bracket._cumul_r, bracket._halves = saved["cumul_r"], int(saved["halves"])
+        bracket._completed_progress = saved["completed_progress"]
+        bracket.is_being_processed = bool(saved["being_processed"])
+        bracket._live_trials = {t: None if r is None else {k: from_json_float(v) for k, v in r.items()}
+                                for t, r in saved["live"]}
+        bracket._all_trials = list(saved["all"])
+        bracket.trials_to_unpause = set(saved["to_unpause"])
+        return bracket
+
+    def state_callback(self) -> Callback:
+        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
+        return SchedulerStateCallback(self)
+
+
+def _trial_id(trial: Trial | str) -> str:
+    return trial if isinstance(trial, str) else trial.trial_id
+
+
+def _swap_in(bracket: _Bracket, trial: Trial) -> None:
+    """Put ``trial`` where its id stood in the bracket, keeping the order (ties sort by it)."""
+    key = trial.trial_id
+    bracket._live_trials = {trial if t == key else t: r for t, r in bracket._live_trials.items()}
+    bracket._all_trials = [trial if t == key else t for t in bracket._all_trials]
+    if key in bracket.trials_to_unpause:
+        bracket.trials_to_unpause.discard(key)
+        bracket.trials_to_unpause.add(trial)
