@@ -290,9 +290,8 @@ def check_resumable(scheduler: Any, store: ParquetStore, spec: ExperimentSpec) -
     """Refuse to resume an unfinished search whose scheduler would wait forever.
 
     Ray saves no scheduler state; Ray's own synchronous HyperBand (passed as an object) then never
-    resumes the trials it had paused. Schedulers with ``state_callback`` (asha, hyperband,
-    layer_freezing, freeze_thaw) come back whole; the others of Ray's (median) resume with empty
-    statistics.
+    resumes the trials it had paused. Our schedulers (``state_callback``) come back whole; other
+    schedulers of Ray's passed as objects resume with empty statistics.
     """
     from ray.tune.schedulers import HyperBandScheduler
 

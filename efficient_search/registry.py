@@ -14,7 +14,6 @@ from typing import Any
 
 from ray.tune.schedulers import (
     FIFOScheduler,
-    MedianStoppingRule,
     TrialScheduler,
 )
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
@@ -211,8 +210,10 @@ def _hyperband(*, seed: int, max_t: int = 4, reduction_factor: float = 3,
 
 def _median(*, seed: int, grace_period: float = 1, min_samples_required: int = 3,
             time_attr: str = "training_iteration") -> TrialScheduler:
-    return MedianStoppingRule(time_attr=time_attr, grace_period=grace_period,
-                              min_samples_required=min_samples_required)
+    from efficient_search.schedulers import RestorableMedian
+
+    return RestorableMedian(time_attr=time_attr, grace_period=grace_period,
+                            min_samples_required=min_samples_required)
 
 
 def _layer_freezing(*, seed: int, max_trainable_layers: int, epochs: int,

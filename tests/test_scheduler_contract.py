@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, TrialScheduler
 
-from efficient_search.schedulers import LayerFreezingScheduler, RestorableASHA, RestorableHyperBand
+from efficient_search.schedulers import (
+    LayerFreezingScheduler,
+    RestorableASHA,
+    RestorableHyperBand,
+    RestorableMedian,
+)
 from efficient_search.testing.schedulers import MAX_EPOCHS, METRIC, TIME_ATTR, SchedulerContract
 
 
@@ -57,3 +62,12 @@ class TestRestorableHyperBand(SchedulerContract):
     def make(mode: str) -> TrialScheduler:
         return RestorableHyperBand(time_attr=TIME_ATTR, max_t=MAX_EPOCHS, reduction_factor=2,
                                    metric=METRIC, mode=mode)
+
+
+class TestRestorableMedian(SchedulerContract):
+    restores_state = True
+
+    @staticmethod
+    def make(mode: str) -> TrialScheduler:
+        return RestorableMedian(time_attr=TIME_ATTR, grace_period=1, min_samples_required=2,
+                                metric=METRIC, mode=mode)
