@@ -8,7 +8,7 @@ time the store reaches a share of the uninterrupted run's rows, resumed with
 written twice, or a trial too many), trials that did not end exactly once, and whether the
 configurations equal the uninterrupted run's. Also: the wall time the faults cost.
 
-    python benchmarks/faults.py            # 5 pairs x 2 seeds x 3 kills (~30 min on 2 cores)
+    python benchmarks/faults.py            # 7 pairs x 2 seeds x 3 kills (~35 min on 2 cores)
     python benchmarks/faults.py --quick    # 1 pair x 1 seed x 2 kills (~2 min)
 """
 
@@ -43,6 +43,8 @@ PAIRS: list[tuple[str, str, int, dict[str, Any]]] = [
     ("quicktune", "freeze_thaw", 1, {
         "searcher_options": {"pool_size": 32, "initial_random": 2, "cost_attr": "fidelity/epoch"},
         "scheduler_options": {"max_t": 3, "cost_attr": "fidelity/epoch"}}),
+    ("random", "median", 2, {"scheduler_options": {"grace_period": 1, "min_samples_required": 2}}),
+    ("random", "hyperband", 2, {"scheduler_options": {"max_t": 3}}),
     ("evolution", "layer_freezing", 1, {
         "search_space": {"depth": 2, "width": 8, "lr": {"loguniform": [0.01, 0.5]}, "batch_size": 32},
         "task_options": {"epochs": 1}, "searcher_options": {"population_size": 3},
