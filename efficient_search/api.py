@@ -22,6 +22,7 @@ from efficient_search.spec import ExperimentSpec, Resources
 from efficient_search.store import ParquetStore, ParquetStoreCallback
 from efficient_search.store.paths import inside_root
 from efficient_search.tasks import Task, get_task
+from efficient_search.tune_state import drop_pending_decisions
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
               f"{spec.name!r} afresh.", flush=True)
     if spec.resume and can_restore:
         check_resumable(scheduler, store, spec)
+        drop_pending_decisions(experiment_path)  # stale PAUSEs would strand restored trials
         tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
                                    resume_errored=False, restart_errored=False)
     else:

@@ -5,6 +5,7 @@ Drivers run as subprocesses joined to the session's Ray (see efficient_search.te
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ import pytest
 import efficient_search as es
 from efficient_search.store import ParquetStore
 from efficient_search.store.callback import rows_to_redo
-from efficient_search.testing.faults import audit, driver_env, kill_and_resume
+from efficient_search.testing.faults import InterruptAfterResults, audit, driver_env, kill_and_resume
+from efficient_search.tune_state import drop_pending_decisions
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -98,6 +100,53 @@ def test_layer_freezing_survives_driver_kills(tmp_path: Path) -> None:
                            "promotion": "continue"})
 
 
+def test_pending_decisions_saved_by_ray_are_dropped_before_a_restore(tmp_path: Path) -> None:
+    state = {"trial_data": [["{}", "{}"]], "stats": {"start_time": 1.0},
+             "runner_data": {"_cached_trial_decisions": {"t1": "PAUSE"},
+                             "_queued_trial_decisions": {"t2": "STOP"}, "_iteration": 7}}
+    path = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+    path.write_text(json.dumps(state))
+    (tmp_path / "other.json").write_text(json.dumps(state))
+    assert drop_pending_decisions(tmp_path) == 2
+    runner = json.loads(path.read_text())["runner_data"]
+    assert runner == {"_cached_trial_decisions": {}, "_queued_trial_decisions": {}, "_iteration": 7}
+    assert json.loads((tmp_path / "other.json").read_text()) == state  # not an experiment state
+    assert drop_pending_decisions(tmp_path) == 0
+    assert drop_pending_decisions(tmp_path / "missing") == 0
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_a_stale_pause_saved_by_ray_does_not_strand_a_restored_trial(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray saves the PAUSE a trial was saving for when the driver died and applies it after the
+    trial's first save in the resumed run; layer_freezing resumes only trials it paused itself, so
+    the search hung (measured: a benchmark driver spun for minutes). Resume drops such decisions."""
+    monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    base = spec(tmp_path, "stale", "random", "layer_freezing", 1, num_samples=3,
+                search_space={"depth": 2, "width": 8, "lr": {"loguniform": [0.01, 0.5]}, "batch_size": 32},
+                task_options={"epochs": 1},
+                scheduler_options={"max_trainable_layers": 4, "epochs": 1, "reduction_factor": 2,
+                                   "promotion": "continue"})
+    marker = tmp_path / "interrupt"
+    marker.touch()
+    with pytest.raises(RuntimeError, match="interrupted on purpose"):
+        es.run(base, callbacks=[InterruptAfterResults(marker, 2)])
+    experiment = tmp_path / "store" / "_ray" / "stale"
+    state_file = max(experiment.glob("experiment_state-*.json"))
+    state = json.loads(state_file.read_text())
+    unfinished = [json.loads(t)["trial_id"] for t, _ in state["trial_data"]
+                  if json.loads(t)["status"] not in ("TERMINATED", "ERROR")]
+    assert unfinished, "every trial ended before the interruption"
+    state["runner_data"]["_cached_trial_decisions"] = {unfinished[0]: "PAUSE"}
+    state_file.write_text(json.dumps(state))
+    done = subprocess.run([sys.executable, "-m", "efficient_search.cli", "resume", "--store",
+                           base["store"], "--experiment", "stale"], env=driver_env(),
+                          capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = audit(ParquetStore(base["store"]), "stale", num_samples=3)
+    assert report == {"trials": 3, "unfinished": 0, "lost_rows": 0, "duplicated_rows": 0}, report
+
+
 @dataclass
 class Restored:
     """What rows_to_redo reads of a restored Tune trial."""
@@ -165,8 +214,6 @@ def test_a_killed_train_worker_is_retried_from_its_checkpoint(tmp_path: Path) ->
                     task_options={"epochs": epochs}, search_space={**SPACE, "depth": 2, "width": 16},
                     resources={"num_workers": 2, "cpus_per_worker": 1})
     spec_file = tmp_path / "spec.json"
-    import json
-
     spec_file.write_text(json.dumps(run_spec))
     log = tmp_path / "driver.log"
     with open(log, "wb") as handle:

@@ -24,6 +24,7 @@ from efficient_search.schedulers import FreezeThawScheduler
 from efficient_search.searchers import QuickTuneSearcher
 from efficient_search.searchers.quicktune_observations import Observations
 from efficient_search.surrogate import MetaDataset
+from efficient_search.testing.faults import InterruptAfterResults
 from efficient_search.testing.replay import ReplaySimulation, ReplayTable, replay_trainable
 from efficient_search.testing.schedulers import (
     MAX_EPOCHS,
@@ -350,25 +351,6 @@ def test_digits_trials_are_paused_and_continued(tmp_path: Path) -> None:
     ]
     assert interleaved, order
     assert rows.groupby("trial_id")["fidelity.epoch"].max().max() == 3
-
-
-class InterruptAfterResults(Callback):
-    """Raise out of ``Tuner.fit`` after ``count`` results, once (while ``marker`` exists)."""
-
-    def __init__(self, marker: str, count: int):
-        self.marker, self.count, self.seen = marker, count, 0
-
-    def on_trial_result(
-        self, iteration: int, trials: list[Any], trial: Any, result: Any, **info: Any
-    ) -> None:
-        self.seen += 1
-
-    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
-        import os
-
-        if self.seen >= self.count and os.path.exists(self.marker):
-            os.remove(self.marker)
-            raise RuntimeError("interrupted on purpose")
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ray.tune import Callback
+
 from efficient_search.store import ParquetStore
 from efficient_search.store.rows import ERROR, RUNNING, TERMINATED, row_key
 
@@ -46,6 +48,24 @@ class FaultRun:
     drivers: int = 0
     """Driver processes started (the first run and every resume)."""
     seconds: float = 0.0
+
+
+class InterruptAfterResults(Callback):
+    """Raise out of ``Tuner.fit`` after ``count`` results, once: while the file ``marker`` exists
+    (it is removed then), so a resumed run with the same callback goes on. An in-process stand-in
+    for a crashed driver; Ray's saved state is what the last snapshot before it holds."""
+
+    def __init__(self, marker: str | os.PathLike[str], count: int):
+        self.marker, self.count, self.seen = str(marker), count, 0
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: Any,
+                        **info: Any) -> None:
+        self.seen += 1
+
+    def on_step_end(self, iteration: int, trials: list[Any], **info: Any) -> None:
+        if self.seen >= self.count and os.path.exists(self.marker):
+            os.remove(self.marker)
+            raise RuntimeError("interrupted on purpose")
 
 
 def driver_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
