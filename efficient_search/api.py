@@ -22,7 +22,7 @@ from efficient_search.spec import ExperimentSpec, Resources
 from efficient_search.store import ParquetStore, ParquetStoreCallback
 from efficient_search.store.paths import inside_root
 from efficient_search.tasks import Task, get_task
-from efficient_search.tune_state import drop_pending_decisions
+from efficient_search.tune_state import drop_pending_pauses
 
 logger = logging.getLogger(__name__)
 
@@ -201,10 +201,13 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
         print(f"efficient-search: nothing to resume at {experiment_path}; starting "
               f"{spec.name!r} afresh.", flush=True)
     if spec.resume and can_restore:
-        check_resumable(scheduler, store, spec)
-        drop_pending_decisions(experiment_path)  # stale PAUSEs would strand restored trials
+        drop_pending_pauses(experiment_path)  # stale PAUSEs would strand restored trials
         tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
                                    resume_errored=False, restart_errored=False)
+        # Tune goes on with the scheduler it pickled when the experiment started, not ours.
+        restored = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None),
+                           "scheduler", None)
+        check_resumable(scheduler if restored is None else restored, store, spec)
     else:
         tuner = tune.Tuner(
             trainable,

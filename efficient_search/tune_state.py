@@ -5,9 +5,10 @@ Ray 2.x saves the controller's pending scheduler decisions with the experiment s
 and restores them with the trials. A trial whose driver died while it was saving for a PAUSE then
 carries that stale PAUSE into the resumed run, where it lands after the trial's first save: the
 trial is paused although its scheduler let it continue, and a scheduler that resumes only the
-trials it paused itself (``layer_freezing``) never picks it up again — the search hangs. The
-restored trials start over from their checkpoints and the schedulers decide afresh, so the saved
-decisions are dropped before ``Tuner.restore`` reads them.
+trials it paused itself (``layer_freezing``) never picks it up again — the search hangs. Our
+schedulers put a restored trial that had reached its pause point back to waiting themselves, so
+saved PAUSE decisions are dropped before ``Tuner.restore`` reads them; STOP decisions stay (the
+saved scheduler state already counts those trials as stopped).
 """
 
 from __future__ import annotations
@@ -18,28 +19,40 @@ from pathlib import Path
 
 STATE_GLOB = "experiment_state-*.json"
 DECISION_KEYS = ("_cached_trial_decisions", "_queued_trial_decisions")
+PAUSE = "PAUSE"
 
 
-def drop_pending_decisions(experiment_path: str | os.PathLike[str]) -> int:
-    """Empty the pending decisions in every experiment state file of a local experiment folder
-    (atomically per file); returns how many decisions were dropped. Remote storage is left as is."""
+def drop_pending_pauses(experiment_path: str | os.PathLike[str]) -> int:
+    """Remove pending PAUSE decisions from the experiment state file Ray restores (the newest by
+    name, as Ray picks it) of a local experiment folder, atomically; returns how many were
+    dropped. Remote storage is left as is."""
     folder = Path(experiment_path)
     if "://" in str(experiment_path) or not folder.is_dir():
         return 0
-    dropped = 0
-    for path in sorted(folder.glob(STATE_GLOB)):
+    files = sorted(folder.glob(STATE_GLOB), key=lambda p: p.name)
+    if not files:
+        return 0
+    path = files[-1]
+    try:
         state = json.loads(path.read_text())
-        runner = state.get("runner_data")
-        if not isinstance(runner, dict):
-            continue
-        pending = sum(len(runner.get(key) or {}) for key in DECISION_KEYS)
-        if not pending:
-            continue
-        for key in DECISION_KEYS:
-            if key in runner:
-                runner[key] = {}
-        partial = path.with_suffix(".json.partial")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"Ray's experiment state {str(path)!r} is not readable JSON ({error}); the run was "
+            "probably killed while writing it. Fix: move that file aside so that the previous "
+            "snapshot is restored, or rerun the experiment under a new name."
+        ) from error
+    runner = state.get("runner_data")
+    if not isinstance(runner, dict):
+        return 0
+    dropped = 0
+    for key in DECISION_KEYS:
+        decisions = runner.get(key)
+        if isinstance(decisions, dict):
+            kept = {t: d for t, d in decisions.items() if d != PAUSE}
+            dropped += len(decisions) - len(kept)
+            runner[key] = kept
+    if dropped:
+        partial = path.with_name(path.name + ".partial")
         partial.write_text(json.dumps(state))
         os.replace(partial, path)
-        dropped += pending
     return dropped

@@ -36,9 +36,10 @@ STATE_VERSION = 1
 class RestorableHyperBand(HyperBandScheduler):
     """``HyperBandScheduler`` with ``get_state``/``set_state`` (see the module docstring)."""
 
-    def __init__(self, **options: Any):
+    def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._awaiting: dict[str, tuple[int, int]] = {}  # restored ids -> (band, bracket index)
+        self._unsettled: list[_Bracket] = []  # restored brackets to settle before the next step
 
     # -- restore: saved brackets get their Trial objects back -----------------------------------
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
@@ -50,6 +51,10 @@ class RestorableHyperBand(HyperBandScheduler):
         bracket = self._hyperbands[band][index]
         _swap_in(bracket, trial)
         self._trial_info[trial] = bracket, band
+        if trial.status in (Trial.TERMINATED, Trial.ERROR) and trial in bracket._live_trials:
+            # Ended after the saved scheduler state (a kill between Ray's state files).
+            bracket.cleanup_trial(trial)
+            self._unsettled.append(bracket)
         if trial.status == Trial.PENDING and trial in bracket._live_trials:
             result = bracket._live_trials[trial]
             reached = result is not None and bracket._get_result_time(result) >= bracket._cumul_r
@@ -58,24 +63,43 @@ class RestorableHyperBand(HyperBandScheduler):
                 # for its bracket again, or for choose_trial_to_run when already promoted.
                 trial.set_status(Trial.PAUSED)
 
-    def _forget_unrestored(self) -> None:
+    def _drop_placeholders(self) -> None:
         """Saved trials Tune did not bring back leave their brackets, as removed trials do."""
-        if not self._awaiting:
-            return
         for band, index in self._awaiting.values():
             bracket = self._hyperbands[band][index]
             bracket._live_trials = {t: r for t, r in bracket._live_trials.items()
                                     if isinstance(t, Trial)}
             bracket._all_trials = [t for t in bracket._all_trials if isinstance(t, Trial)]
             bracket.trials_to_unpause = {t for t in bracket.trials_to_unpause if isinstance(t, Trial)}
+            self._unsettled.append(bracket)
         self._awaiting.clear()
 
+    def _settle(self, tune_controller: TuneController) -> None:
+        """After a restore, a bracket that lost trials is processed as when its last trial reaches
+        the milestone (halved, or its paused trials stopped when it is finished), so that its
+        paused trials do not wait for the missing ones forever."""
+        self._drop_placeholders()
+        unsettled, self._unsettled = self._unsettled, []
+        for bracket in {id(b): b for b in unsettled}.values():
+            if bracket._live_trials and bracket.cur_iter_done():
+                self._process_bracket(tune_controller, bracket)
+
+    def debug_string(self) -> str:
+        self._drop_placeholders()
+        return super().debug_string()
+
     def choose_trial_to_run(self, tune_controller: TuneController) -> Trial | None:
-        self._forget_unrestored()
+        self._settle(tune_controller)
         return super().choose_trial_to_run(tune_controller)
 
-    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
-        self._forget_unrestored()
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial,
+                        result: dict[str, Any]) -> str:
+        self._settle(tune_controller)
+        bracket, _ = self._trial_info[trial]
+        if trial not in bracket._live_trials:
+            # Its bracket had let it go (a STOP Tune had not carried out when the driver died):
+            # stop it instead of failing Ray's bookkeeping.
+            return self.STOP
         return super().on_trial_result(tune_controller, trial, result)
 
     # -- state ------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import efficient_search as es
 from efficient_search.store import ParquetStore
 from efficient_search.store.callback import rows_to_redo
 from efficient_search.testing.faults import InterruptAfterResults, audit, driver_env, kill_and_resume
-from efficient_search.tune_state import drop_pending_decisions
+from efficient_search.tune_state import drop_pending_pauses
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -100,20 +100,25 @@ def test_layer_freezing_survives_driver_kills(tmp_path: Path) -> None:
                            "promotion": "continue"})
 
 
-def test_pending_decisions_saved_by_ray_are_dropped_before_a_restore(tmp_path: Path) -> None:
+def test_pending_pauses_saved_by_ray_are_dropped_before_a_restore(tmp_path: Path) -> None:
     state = {"trial_data": [["{}", "{}"]], "stats": {"start_time": 1.0},
-             "runner_data": {"_cached_trial_decisions": {"t1": "PAUSE"},
-                             "_queued_trial_decisions": {"t2": "STOP"}, "_iteration": 7}}
-    path = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
-    path.write_text(json.dumps(state))
-    (tmp_path / "other.json").write_text(json.dumps(state))
-    assert drop_pending_decisions(tmp_path) == 2
-    runner = json.loads(path.read_text())["runner_data"]
-    assert runner == {"_cached_trial_decisions": {}, "_queued_trial_decisions": {}, "_iteration": 7}
-    assert json.loads((tmp_path / "other.json").read_text()) == state  # not an experiment state
-    assert drop_pending_decisions(tmp_path) == 0
-    assert drop_pending_decisions(tmp_path / "missing") == 0
+             "runner_data": {"_cached_trial_decisions": {"t1": "PAUSE", "t3": "STOP"},
+                             "_queued_trial_decisions": {"t2": "PAUSE"}, "_iteration": 7}}
+    older = tmp_path / "experiment_state-2026-01-01_00-00-00.json"
+    newest = tmp_path / "experiment_state-2026-01-02_00-00-00.json"
+    for path in (older, newest):
+        path.write_text(json.dumps(state))
+    assert drop_pending_pauses(tmp_path) == 2
+    runner = json.loads(newest.read_text())["runner_data"]
+    assert runner == {"_cached_trial_decisions": {"t3": "STOP"}, "_queued_trial_decisions": {},
+                      "_iteration": 7}
+    assert json.loads(older.read_text()) == state  # Ray restores the newest only
+    assert drop_pending_pauses(tmp_path) == 0
+    assert drop_pending_pauses(tmp_path / "missing") == 0
     assert not list(tmp_path.glob("*.partial"))
+    newest.write_text('{"runner_data": {"_cached')  # killed while Ray wrote it
+    with pytest.raises(ValueError, match="not readable JSON.*move that file aside"):
+        drop_pending_pauses(tmp_path)
 
 
 def test_a_stale_pause_saved_by_ray_does_not_strand_a_restored_trial(
