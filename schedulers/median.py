@@ -35,7 +35,7 @@ STATE_VERSION = 1
 class RestorableMedian(MedianStoppingRule):
     """``MedianStoppingRule`` with ``get_state``/``set_state`` (see the module docstring)."""
 
-    def __init__(self, **options: Any):
+    def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._awaiting: dict[str, dict[str, Any]] = {}  # saved trial state -> until Tune adds it
         self._order: dict[str, int] = {}  # trial id -> when it was first added
@@ -59,7 +59,8 @@ class RestorableMedian(MedianStoppingRule):
         if saved["last_pause"] is not None:
             self._last_pause[trial] = float(saved["last_pause"])
 
-    def on_trial_result(self, tune_controller: TuneController, trial: Trial, result: dict) -> str:
+    def on_trial_result(self, tune_controller: TuneController, trial: Trial,
+                        result: dict[str, Any]) -> str:
         time = result.get(self._time_attr)
         if (time is not None and self._metric in result and trial in self._results
                 and trial not in self._stopped_trials):
@@ -83,9 +84,11 @@ class RestorableMedian(MedianStoppingRule):
                     return trial
         return None
 
-    def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict) -> None:
+    def on_trial_complete(self, tune_controller: TuneController, trial: Trial,
+                          result: dict[str, Any]) -> None:
         # Ray records any final result; one without time or metric (a trial ended before its first
         # report) would break every later median.
+        self._yielded.discard(trial.trial_id)
         if self._time_attr in result and self._metric in result:
             super().on_trial_complete(tune_controller, trial, result)
 

@@ -29,12 +29,13 @@ class SchedulerStateCallback(Callback):
 
 
 def json_float(value: float | None) -> float | str | None:
-    """A score as strict JSON (NaN as text, since strict JSON has none)."""
+    """A score as strict JSON: NaN and infinities as text ("nan", "inf", "-inf")."""
     if value is None:
         return None
     value = float(value)
-    return "nan" if math.isnan(value) else value
+    return value if math.isfinite(value) else str(value)
 
 
 def from_json_float(value: float | str | None) -> float | None:
+    """The float :func:`json_float` wrote."""
     return None if value is None else float(value)
