@@ -84,6 +84,25 @@ class RestorableHyperBand(HyperBandScheduler):
             if bracket._live_trials and bracket.cur_iter_done():
                 self._process_bracket(tune_controller, bracket)
 
+    def _process_bracket(self, tune_controller: TuneController, bracket: _Bracket) -> str:
+        """Ray's halving step, marked as running while it runs (the trials it stops come back
+        through :meth:`on_trial_remove`). Ray sets the mark for good at the first halving."""
+        bracket.is_being_processed = True
+        try:
+            return super()._process_bracket(tune_controller, bracket)
+        finally:
+            bracket.is_being_processed = False
+
+    def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
+        """A trial that ends or fails early leaves its bracket; if the others were waiting only
+        for it, the bracket is halved (or, finished, its paused trials stopped) now. Ray skipped
+        both once a bracket had been halved or had reached its last milestone, and the paused
+        trials waited forever."""
+        bracket, _ = self._trial_info[trial]
+        bracket.cleanup_trial(trial)
+        if not bracket.is_being_processed and bracket._live_trials and bracket.cur_iter_done():
+            self._process_bracket(tune_controller, bracket)
+
     def debug_string(self) -> str:
         self._drop_placeholders()
         return super().debug_string()

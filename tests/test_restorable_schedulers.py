@@ -98,3 +98,24 @@ def test_median_counts_steps_reported_again_after_a_restore_once() -> None:
     assert [r[METRIC] for r in fresh._results[first]] == [0.9, 0.2, 0.2]
     assert json.loads(json.dumps(fresh.get_state()))["trials"][first.trial_id]["results"] == [
         [1.0, 0.9], [2.0, 0.2], [3.0, 0.2]]
+
+
+def test_a_trial_failing_after_a_halving_does_not_strand_its_bracket() -> None:
+    """Ray's HyperBand deadlocked here (its bracket stayed marked as being processed, or was
+    finished without stopping its paused trials): the simulator raises Deadlock."""
+    failed = 0
+    for steps in range(1, 20):
+        sim = paused_simulation(steps)
+        halved = [b for band in sim.scheduler._hyperbands for b in band  # type: ignore[attr-defined]
+                  if b is not None and b._r != b._r0]
+        waiting = [t for b in halved for t, r in b._live_trials.items()
+                   if t.status in (Trial.PENDING, Trial.PAUSED)
+                   and (r is None or r[TIME_ATTR] < b._cumul_r)]
+        if not waiting:
+            continue
+        sim.scheduler.on_trial_error(sim.controller, waiting[0])
+        waiting[0].set_status(Trial.ERROR)
+        sim.run()
+        assert set(sim.statuses().values()) <= {Trial.TERMINATED, Trial.ERROR}
+        failed += 1
+    assert failed >= 2
