@@ -90,8 +90,8 @@ def plot(table: pd.DataFrame, quick: bool) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    labels = [f"{r.pair}\nseed {r.seed}" for r in table.itertuples()]
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.75 * len(table)), 3.8))
+    labels = [f"{r.pair.replace('+', chr(10) + '+')}\nseed {r.seed}" for r in table.itertuples()]
     x = range(len(table))
     ax.bar([i - 0.2 for i in x], table["reference_s"], width=0.4, label="uninterrupted")
     ax.bar([i + 0.2 for i in x], table["faulted_s"], width=0.4, label="killed and resumed")
@@ -100,6 +100,7 @@ def plot(table: pd.DataFrame, quick: bool) -> None:
         ax.annotate(f"{r.cycles} kills\n{'ok' if ok else 'MISMATCH'}", (i + 0.2, r.faulted_s),
                     ha="center", va="bottom", fontsize=7)
     ax.set_xticks(list(x), labels, fontsize=7)
+    ax.margins(y=0.15)
     ax.set_ylabel("wall time (s)")
     ax.set_title("Driver SIGKILL + resume: same trials, no lost or duplicated rows")
     ax.legend(fontsize=8)
