@@ -8,7 +8,7 @@ time the store reaches a share of the uninterrupted run's rows, resumed with
 written twice, or a trial too many), trials that did not end exactly once, and whether the
 configurations equal the uninterrupted run's. Also: the wall time the faults cost.
 
-    python benchmarks/faults.py            # 7 pairs x 2 seeds x 3 kills (~35 min on 2 cores)
+    python benchmarks/faults.py            # 7 pairs x 2 seeds x 3 kills (~26 min on 2 cores)
     python benchmarks/faults.py --quick    # 1 pair x 1 seed x 2 kills (~2 min)
 """
 
