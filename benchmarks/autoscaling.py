@@ -9,12 +9,12 @@ successive-halving profile: nine 2-epoch trials, then three of 6 epochs, then th
 clusters train exactly the same trials (asynchronous schedulers and adaptive searchers decide by
 arrival order, which differs between the two clusters and would change the work). Parallelism
 shrinks as the budgets grow, and a cluster sized for the peak sits partly idle later. For random
-search (a grid in Tune's generator) and our evolutionary searcher (the same configurations as its
-points to evaluate, through Tune's ConcurrencyLimiter): makespan, resource-seconds (CPU-seconds
-provisioned, until the autoscaler gave nodes back), utilisation (reserved / provisioned), time to
-first trial, scale-up/down latency, pending time.
+search (a grid in Tune's generator) and our searchers, evolutionary and Quick-Tune (the same
+configurations as their points to evaluate, through Tune's ConcurrencyLimiter): makespan,
+resource-seconds (CPU-seconds provisioned, until the autoscaler gave nodes back), utilisation
+(reserved / provisioned), time to first trial, scale-up/down latency, pending time.
 
-    python benchmarks/autoscaling.py            # random + evolution, fixed vs autoscaling (~10 min)
+    python benchmarks/autoscaling.py            # random, evolution, quicktune: fixed vs autoscaling (~15 min)
     python benchmarks/autoscaling.py --quick    # random only, a shorter search (~3 min)
 """
 
@@ -36,6 +36,7 @@ NAME = "autoscaling"
 SEARCHERS: dict[str, dict[str, Any]] = {
     "random": {},
     "evolution": {"population_size": 16},
+    "quicktune": {"pool_size": 32},
 }
 
 
