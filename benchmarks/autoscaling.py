@@ -14,7 +14,7 @@ configurations as their points to evaluate, through Tune's ConcurrencyLimiter): 
 resource-seconds (CPU-seconds provisioned, until the autoscaler gave nodes back), utilisation
 (reserved / provisioned), time to first trial, scale-up/down latency, pending time.
 
-    python benchmarks/autoscaling.py            # random, evolution, quicktune: fixed vs autoscaling (~15 min)
+    python benchmarks/autoscaling.py            # random, evolution, quicktune: fixed vs autoscaling (~13 min)
     python benchmarks/autoscaling.py --quick    # random only, a shorter search (~3 min)
 """
 
