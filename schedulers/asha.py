@@ -19,11 +19,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
-from efficient_search.schedulers.state import SchedulerStateCallback, from_json_float, json_float
+from efficient_search.schedulers.state import Restorable, from_json_float, json_float
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -31,7 +30,7 @@ if TYPE_CHECKING:
 STATE_VERSION = 1
 
 
-class RestorableASHA(AsyncHyperBandScheduler):
+class RestorableASHA(Restorable, AsyncHyperBandScheduler):
     """``AsyncHyperBandScheduler`` with a seeded bracket draw and ``get_state``/``set_state``."""
 
     def __init__(self, *, seed: int = 0, **options: Any):
@@ -63,9 +62,7 @@ class RestorableASHA(AsyncHyperBandScheduler):
                 "rng": self._rng.bit_generator.state}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"RestorableASHA state version {state.get('version')!r} is not "
-                             f"{STATE_VERSION}; restore with the efficient-search version that wrote it.")
+        self.check_version(state, STATE_VERSION)
         if len(state["brackets"]) != len(self._brackets):
             raise ValueError(f"The saved state has {len(state['brackets'])} brackets, this scheduler "
                              f"{len(self._brackets)}. Fix: restore with the options it ran with.")
@@ -78,7 +75,4 @@ class RestorableASHA(AsyncHyperBandScheduler):
         self._num_stopped = int(state["num_stopped"])
         self._rng.bit_generator.state = state["rng"]
 
-    def state_callback(self) -> Callback:
-        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
-        return SchedulerStateCallback(self)
 

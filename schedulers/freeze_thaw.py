@@ -33,12 +33,11 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from efficient_search.fidelity import EPOCHS
-from efficient_search.schedulers.state import SchedulerStateCallback
+from efficient_search.schedulers.state import Restorable
 from efficient_search.searchers.quicktune import QuickTuneSearcher, observe_result
 from efficient_search.searchers.quicktune_model import QuickTuneModel
 
@@ -62,7 +61,7 @@ def find_quicktune(search_alg: Any) -> QuickTuneSearcher | None:
     return None
 
 
-class FreezeThawScheduler(FIFOScheduler):
+class FreezeThawScheduler(Restorable, FIFOScheduler):
     """Pause at every budget step; resume or start whatever promises most per second.
 
     Args:
@@ -223,7 +222,7 @@ class FreezeThawScheduler(FIFOScheduler):
         chosen. One that was training goes on at once. (``add_trial`` files the trial under its
         status after this hook, so setting the status here is enough.)"""
         if self._progress.get(trial.trial_id, 0) >= self._target[trial.trial_id]:
-            trial.set_status(Trial.PAUSED)
+            self.wait_again(trial)
             self.model.on_pause(trial.trial_id)
         else:
             self.model.on_unpause(trial.trial_id)
@@ -360,10 +359,7 @@ class FreezeThawScheduler(FIFOScheduler):
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"FreezeThawScheduler state version {state.get('version')!r} is not {STATE_VERSION}."
-            )
+        self.check_version(state, STATE_VERSION)
         self._metric = self._metric or state["metric"]
         self._mode = self._mode or state["mode"]
         self._progress = {str(t): int(p) for t, p in state["progress"].items()}
@@ -373,9 +369,6 @@ class FreezeThawScheduler(FIFOScheduler):
             self._own.set_state(state["model"])
             self._configure(self._own)
 
-    def state_callback(self) -> Callback:
-        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
-        return SchedulerStateCallback(self)
 
     def debug_string(self) -> str:
         paused = len(self.model.paused)

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import HyperBandScheduler
 
-from efficient_search.schedulers.state import SchedulerStateCallback, from_json_float, json_float
+from efficient_search.schedulers.state import Restorable, from_json_float, json_float
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
 STATE_VERSION = 1
 
 
-class RestorableHyperBand(HyperBandScheduler):
+class RestorableHyperBand(Restorable, HyperBandScheduler):
     """``HyperBandScheduler`` with ``get_state``/``set_state`` (see the module docstring)."""
 
     def __init__(self, **options: Any) -> None:
@@ -61,7 +60,7 @@ class RestorableHyperBand(HyperBandScheduler):
             if reached or trial in bracket.trials_to_unpause:
                 # It was paused at its milestone (or pausing when the driver died): it waits
                 # for its bracket again, or for choose_trial_to_run when already promoted.
-                trial.set_status(Trial.PAUSED)
+                self.wait_again(trial)
 
     def _drop_placeholders(self) -> None:
         """Saved trials Tune did not bring back leave their brackets, as removed trials do."""
@@ -147,14 +146,12 @@ class RestorableHyperBand(HyperBandScheduler):
                 for t, r in bracket._live_trials.items()]
         return {"n": bracket._n, "r": bracket._r, "cumul_r": bracket._cumul_r,
                 "halves": bracket._halves, "completed_progress": bracket._completed_progress,
-                "being_processed": bracket.is_being_processed, "live": live,
+                "live": live,
                 "all": [_trial_id(t) for t in bracket._all_trials],
                 "to_unpause": sorted(_trial_id(t) for t in bracket.trials_to_unpause)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"RestorableHyperBand state version {state.get('version')!r} is not "
-                             f"{STATE_VERSION}; restore with the efficient-search version that wrote it.")
+        self.check_version(state, STATE_VERSION)
         if state["mode"] is not None:
             self.set_search_properties(state["metric"], state["mode"])
         self._hyperbands = [[None if saved is None else self._restore_bracket(s, saved)
@@ -172,16 +169,12 @@ class RestorableHyperBand(HyperBandScheduler):
         bracket._n, bracket._r = int(saved["n"]), int(saved["r"])
         bracket._cumul_r, bracket._halves = saved["cumul_r"], int(saved["halves"])
         bracket._completed_progress = saved["completed_progress"]
-        bracket.is_being_processed = bool(saved["being_processed"])
         bracket._live_trials = {t: None if r is None else {k: from_json_float(v) for k, v in r.items()}
                                 for t, r in saved["live"]}
         bracket._all_trials = list(saved["all"])
         bracket.trials_to_unpause = set(saved["to_unpause"])
         return bracket
 
-    def state_callback(self) -> Callback:
-        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
-        return SchedulerStateCallback(self)
 
 
 def _trial_id(trial: Trial | str) -> str:

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from efficient_search.fidelity import EPOCHS, RESTART, TRAINABLE_LAYERS
 from efficient_search.schedulers.rungs import Decision, Rung, RungLadder, make_rungs
-from efficient_search.schedulers.state import SchedulerStateCallback
+from efficient_search.schedulers.state import Restorable
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -45,7 +44,7 @@ PROMOTION_MODES = ("continue", "restart")
 STATE_VERSION = 1
 
 
-class LayerFreezingScheduler(FIFOScheduler):
+class LayerFreezingScheduler(Restorable, FIFOScheduler):
     """Asynchronous successive halving over trainable layers (and optionally epochs).
 
     Args:
@@ -212,11 +211,7 @@ class LayerFreezingScheduler(FIFOScheduler):
                 "promoted": [[t, handed] for t, handed in self._promoted.items()]}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(
-                f"LayerFreezingScheduler state version {state.get('version')!r} is not "
-                f"{STATE_VERSION}."
-            )
+        self.check_version(state, STATE_VERSION)
         if state["promotion"] != self.promotion:
             raise ValueError(
                 f"Saved promotion mode {state['promotion']!r} differs from {self.promotion!r}."
@@ -225,9 +220,6 @@ class LayerFreezingScheduler(FIFOScheduler):
         self._ladder.set_state(state["ladder"])
         self._promoted = {str(t): bool(handed) for t, handed in state["promoted"]}
 
-    def state_callback(self) -> Callback:
-        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
-        return SchedulerStateCallback(self)
 
     def debug_string(self) -> str:
         counts = [sum(1 for k in self._ladder.rung_of.values() if k == i)

@@ -20,11 +20,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ray.tune import Callback
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import MedianStoppingRule
 
-from efficient_search.schedulers.state import SchedulerStateCallback, from_json_float, json_float
+from efficient_search.schedulers.state import Restorable, from_json_float, json_float
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 STATE_VERSION = 1
 
 
-class RestorableMedian(MedianStoppingRule):
+class RestorableMedian(Restorable, MedianStoppingRule):
     """``MedianStoppingRule`` with ``get_state``/``set_state`` (see the module docstring)."""
 
     def __init__(self, **options: Any) -> None:
@@ -47,7 +46,7 @@ class RestorableMedian(MedianStoppingRule):
         if trial.status == Trial.PENDING and trial.trial_id in self._yielded:
             # Tune makes every unfinished trial PENDING on restore and starts those unasked; a
             # trial that had yielded its slot waits its turn again.
-            trial.set_status(Trial.PAUSED)
+            self.wait_again(trial)
         saved = self._awaiting.pop(trial.trial_id, None)
         if saved is None:
             return
@@ -111,9 +110,7 @@ class RestorableMedian(MedianStoppingRule):
                 "yielded": sorted(self._yielded)}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"RestorableMedian state version {state.get('version')!r} is not "
-                             f"{STATE_VERSION}; restore with the efficient-search version that wrote it.")
+        self.check_version(state, STATE_VERSION)
         if state["mode"] is not None:
             self.set_search_properties(state["metric"], state["mode"])
         self._results.clear()
@@ -123,9 +120,6 @@ class RestorableMedian(MedianStoppingRule):
         self._order = {str(t): i for i, t in enumerate(state["order"])}
         self._yielded = {str(t) for t in state["yielded"]}
 
-    def state_callback(self) -> Callback:
-        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
-        return SchedulerStateCallback(self)
 
 
 def _finite_or_none(value: float | None) -> float | None:

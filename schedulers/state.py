@@ -6,6 +6,7 @@ import math
 from typing import Any, Protocol
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
 
 
 class HasState(Protocol):
@@ -39,3 +40,26 @@ def json_float(value: float | None) -> float | str | None:
 def from_json_float(value: float | str | None) -> float | None:
     """The float :func:`json_float` wrote."""
     return None if value is None else float(value)
+
+
+class Restorable:
+    """Mixin of our schedulers with plain-data ``get_state``/``set_state``: the callback that
+    carries that state through ``Tuner.restore``, and the checks and moves of a restore."""
+
+    def state_callback(self: HasState) -> Callback:
+        """A Tune callback that saves this scheduler's state with every experiment snapshot."""
+        return SchedulerStateCallback(self)
+
+    @staticmethod
+    def check_version(state: dict[str, Any], expected: int) -> None:
+        """Refuse saved state of another format version."""
+        if state.get("version") != expected:
+            raise ValueError(f"Saved scheduler state version {state.get('version')!r} is not "
+                             f"{expected}. Fix: resume with the efficient-search version that wrote it.")
+
+    @staticmethod
+    def wait_again(trial: Trial) -> None:
+        """Keep a restored trial waiting for the scheduler. ``Tuner.restore`` makes every unfinished
+        trial PENDING and Tune starts PENDING trials without asking; called from ``on_trial_add``,
+        this is enough, since ``add_trial`` files the trial under its status after that hook."""
+        trial.set_status(Trial.PAUSED)
