@@ -160,36 +160,23 @@ def _evolution(*, seed: int, space: Any = None, metric: str | list[str] | None =
     )
 
 
-OPTUNA_SAMPLERS = ("tpe", "nsga2", "random")
-
-
 def _optuna(*, seed: int, sampler: str = "tpe", space: Any = None,
             metric: str | list[str] | None = None, mode: str | list[str] | None = None,
             population_size: int | None = None,
             points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
-    """Ray's OptunaSearch; points are flat dicts (``{"head/hidden": 32}``), as Optuna wants.
+    """Optuna's TPE, NSGA-II or random sampler; its state is Optuna's journal, never a pickle.
 
-    ``space`` (Ray domains, or an object with ``param_space``) is converted to Optuna's form.
+    ``space`` (Ray domains, or an object with ``param_space``) is converted to Optuna's form;
+    points are nested configs or flat dicts (``{"head/hidden": 32}``).
     """
-    if sampler not in OPTUNA_SAMPLERS:
-        raise ValueError(f"Unknown `searcher_options.sampler` {sampler!r} for searcher 'optuna'. "
-                         f"Valid samplers: {', '.join(OPTUNA_SAMPLERS)}.")
-    if population_size is not None and sampler != "nsga2":
-        raise ValueError(f"`searcher_options.population_size` applies to sampler 'nsga2' only, "
-                         f"but sampler is {sampler!r}.")
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+    from efficient_search.searchers import OptunaSearcher
 
-    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed,
-                                                       population_size=population_size or 50),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-    }
-    domains = getattr(space, "param_space", space)
-    return OptunaSearch(OptunaSearch.convert_search_space(domains) if domains else None,
-                        metric=metric, mode=mode, sampler=samplers[sampler](),
-                        points_to_evaluate=points_to_evaluate)
+    try:
+        return OptunaSearcher(getattr(space, "param_space", space), metric=metric, mode=mode,
+                              sampler=sampler, population_size=population_size,
+                              points_to_evaluate=points_to_evaluate, seed=seed)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"searcher 'optuna', `searcher_options`: {error}") from error
 
 
 def _asha(*, seed: int, max_t: int = 4, grace_period: int = 1, reduction_factor: float = 2,

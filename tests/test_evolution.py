@@ -16,11 +16,11 @@ from optuna._hypervolume import compute_hypervolume
 from optuna.study._multi_objective import _fast_non_domination_rank
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
 from efficient_search.registry import make_searcher
 from efficient_search.searchers import (
     EvolutionarySearcher,
+    OptunaSearcher,
     crowding_distance,
     hypervolume_2d,
     non_dominated_sort,
@@ -403,7 +403,7 @@ def test_registry_builds_evolution_and_optuna() -> None:
     assert all(cost(c) <= 300 for c, _ in run(searcher, objective, 12))
     for sampler in ("tpe", "nsga2", "random"):
         assert isinstance(make_searcher("optuna", seed=0, options={"sampler": sampler}),
-                          OptunaSearch)
+                          OptunaSearcher)
     with pytest.raises(ValueError, match="Valid samplers: tpe, nsga2, random"):
         make_searcher("optuna", seed=0, options={"sampler": "cmaes"})
 

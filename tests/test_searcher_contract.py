@@ -11,7 +11,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import flatten_dict, unflatten_dict
 
-from efficient_search.searchers import EvolutionarySearcher
+from efficient_search.searchers import EvolutionarySearcher, OptunaSearcher
 from efficient_search.testing.searchers import (
     SCORE,
     SIZE,
@@ -77,16 +77,39 @@ class TestRayOptunaTPE(SearcherContract):
         return _optuna_best(searcher)
 
 
-class TestRayOptunaNSGA2(TestRayOptunaTPE):
+class TestOptunaTPE(SearcherContract):
+    """Our Optuna searcher: the whole contract, its state being Optuna's journal."""
+
+    sampler = "tpe"
+
+    @classmethod
+    def make(cls, space: Mapping[str, Any] | None, metric: Any, mode: Any, seed: int,
+             points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
+        # Constants are not sampled: Tune merges them back, as for Ray's OptunaSearch.
+        points = [{k: v for k, v in p.items() if k != "const"} for p in points_to_evaluate or []]
+        options = {"population_size": 4} if cls.sampler == "nsga2" else {}
+        return OptunaSearcher(space, metric=metric, mode=mode, seed=seed, sampler=cls.sampler,
+                              points_to_evaluate=points or None, **options)
+
+    returns_full_configs = False
+
+    @staticmethod
+    def best_configs(searcher: Searcher) -> list[dict[str, Any]] | None:
+        assert isinstance(searcher, OptunaSearcher)
+        return searcher.best_configs()
+
+
+class TestOptunaNSGA2(TestOptunaTPE):
+    """NSGA-II on two objectives: Optuna 5.1's sampler cannot be pickled, its journal can."""
+
+    sampler = "nsga2"
     metric = [SCORE, SIZE]
     mode = ["max", "min"]
     works_under_repeater = False
 
-    @staticmethod
-    def make(space: Mapping[str, Any] | None, metric: Any, mode: Any, seed: int,
-             points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=4)
-        return _optuna(space, metric, mode, seed, points_to_evaluate, sampler)
+
+class TestOptunaRandom(TestOptunaTPE):
+    sampler = "random"
 
 
 class TestRayRandom(SearcherContract):
