@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from efficient_search.durable import atomic_write
+
 STATE_GLOB = "experiment_state-*.json"
 DECISION_KEYS = ("_cached_trial_decisions", "_queued_trial_decisions")
 PAUSE = "PAUSE"
@@ -52,7 +54,5 @@ def drop_pending_pauses(experiment_path: str | os.PathLike[str]) -> int:
             dropped += len(decisions) - len(kept)
             runner[key] = kept
     if dropped:
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(state))
-        os.replace(partial, path)
+        atomic_write(path, json.dumps(state))
     return dropped

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from efficient_search.durable import atomic_write
 from efficient_search.searchers.quicktune_observations import Observations, flat_features
 from efficient_search.surrogate.loading import detect_format, load_meta_dataset
 from efficient_search.surrogate.meta_dataset import MetaDataset
@@ -452,9 +453,7 @@ class QuickTuneModel:
             "path": self._path,
             "fit": None if self._fit is None else {**self._fit, "marks": list(self._fit["marks"].items())},
         }
-        with open(os.path.join(target, f"{MARKER_FILE}.tmp"), "w") as stream:
-            json.dump(marker, stream)
-        os.replace(os.path.join(target, f"{MARKER_FILE}.tmp"), os.path.join(target, MARKER_FILE))
+        atomic_write(os.path.join(target, MARKER_FILE), json.dumps(marker))
 
     def load_weights(self, folder: str) -> bool:
         """Take the surrogate saved in ``folder`` if it is the one the restored state needs."""

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any
+
+from efficient_search.durable import atomic_write
 
 
 def write_state(checkpoint_path: str, state: dict[str, Any]) -> None:
-    """Write ``state`` as strict JSON, atomically (temp file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(checkpoint_path))
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as file:
-        json.dump(state, file, allow_nan=False)
-    os.replace(file.name, checkpoint_path)
+    """Write ``state`` as strict JSON, durably and atomically (see :mod:`efficient_search.durable`)."""
+    atomic_write(checkpoint_path, json.dumps(state, allow_nan=False))
 
 
 def read_state(checkpoint_path: str) -> dict[str, Any]:

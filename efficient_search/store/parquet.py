@@ -30,6 +30,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from efficient_search.durable import atomic_write
 from efficient_search.redaction import redact
 from efficient_search.store.paths import inside_root
 from efficient_search.store.rows import ERROR, IDENTITY_COLUMNS, TERMINATED, row_key
@@ -181,13 +182,9 @@ class ParquetStore:
         )
 
     def _write_whole(self, path: str, write: Any) -> None:
-        """Write to a hidden temp file next to ``path``, then rename it into place."""
-        folder, name = path.rsplit("/", 1)
-        self._fs.create_dir(folder, recursive=True)
-        tmp = f"{folder}/.tmp-{uuid.uuid4().hex}-{name}"
-        with self._fs.open_output_stream(tmp) as stream:
-            write(stream)
-        self._fs.move(tmp, path)
+        """Write ``path`` whole through :func:`~efficient_search.durable.atomic_write` (a hidden
+        temp file next to it, fsynced and renamed into place), so readers never see part of it."""
+        atomic_write(path, write, filesystem=self._fs)
 
     # -- writing -------------------------------------------------------------------------
     def check_writable(self) -> None:

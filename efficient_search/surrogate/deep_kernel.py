@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+from efficient_search.durable import atomic_path, atomic_write
 from efficient_search.surrogate.cost_correction import log_cost_correction
 from efficient_search.surrogate.encoding import ConfigEncoder, MetaFeatureScaler
 from efficient_search.surrogate.files import read_info
@@ -405,11 +406,9 @@ class DeepKernelSurrogate:
             tensors.update({f"cost_observations.{name}": torch.as_tensor(np.ascontiguousarray(v))
                             for name, v in zip(COST_FIELDS, self._cost_observations, strict=True)})
         weights = os.path.join(path, WEIGHTS_FILE)
-        save_file(tensors, f"{weights}.tmp")
-        os.replace(f"{weights}.tmp", weights)
-        with open(os.path.join(path, f"{INFO_FILE}.tmp"), "w") as stream:
-            json.dump(info, stream, indent=2)
-        os.replace(os.path.join(path, f"{INFO_FILE}.tmp"), os.path.join(path, INFO_FILE))
+        with atomic_path(weights) as temp:
+            save_file(tensors, temp)
+        atomic_write(os.path.join(path, INFO_FILE), json.dumps(info, indent=2))
         return path
 
     @classmethod

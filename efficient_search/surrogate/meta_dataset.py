@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from efficient_search.durable import atomic_path, atomic_write
 from efficient_search.surrogate.files import read_info
 
 FORMAT_VERSION = 1
@@ -234,9 +235,9 @@ class MetaDataset:
         """Write the folder ``path`` (``table.parquet`` + ``meta_dataset.json``); returns it."""
         path = os.fspath(path)
         os.makedirs(path, exist_ok=True)
-        _write_atomic(os.path.join(path, TABLE_FILE), lambda p: self.to_frame().to_parquet(p, index=False))
-        text = json.dumps(self.info(), indent=2)
-        _write_atomic(os.path.join(path, INFO_FILE), lambda p: _write_text(p, text))
+        with atomic_path(os.path.join(path, TABLE_FILE)) as temp:
+            self.to_frame().to_parquet(temp, index=False)
+        atomic_write(os.path.join(path, INFO_FILE), json.dumps(self.info(), indent=2))
         return path
 
     @classmethod
@@ -256,17 +257,6 @@ class MetaDataset:
                    datasets=frame["dataset"].to_numpy(), budgets=np.asarray(info["budgets"]),
                    metric=info["metric"], mode=info["mode"], meta_features=meta,
                    budget_name=info["budget_name"])
-
-
-def _write_text(path: str, text: str) -> None:
-    with open(path, "w") as stream:
-        stream.write(text)
-
-
-def _write_atomic(path: str, write: Any) -> None:
-    temp = f"{path}.tmp-{os.getpid()}"
-    write(temp)
-    os.replace(temp, path)
 
 
 def per_step_costs(cumulative: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from efficient_search.durable import atomic_write
 from efficient_search.tasks.texts import corpus
 
 #: Lines packed together: at most one partial block (< seq_len + 1 tokens) is dropped per batch.
@@ -30,10 +31,8 @@ def corpus_files(name: str, folder: str | os.PathLike[str], max_chars: int,
         text = corpus(name, max_chars)
         for i, start in enumerate(range(0, len(text), shard_chars)):
             shard = out / f"{name}-{max_chars}-{i:04d}.txt"
-            tmp = shard.with_suffix(".tmp")
-            tmp.write_text(text[start:start + shard_chars], encoding="utf-8")
-            os.replace(tmp, shard)
-        done.touch()
+            atomic_write(shard, text[start:start + shard_chars])
+        atomic_write(done, b"")  # after the shards: a marker never lists missing text
     return sorted(out.glob(f"{name}-{max_chars}-*.txt"))
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 import fcntl
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from efficient_search.durable import atomic_folder
 from efficient_search.tasks.texts import load_text, package_folder
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -57,18 +56,15 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def build_once(path: Path, build: Callable[[Path], None]) -> Path:
-    """Run ``build(tmp)`` unless ``path`` exists, then rename ``tmp`` to ``path`` atomically."""
+    """Run ``build(tmp)`` unless ``path`` exists, then rename ``tmp`` to ``path`` atomically and
+    durably (:func:`~efficient_search.durable.atomic_folder`)."""
     if (path / "config.json").exists():
         return path
     with _locked(path):
         if (path / "config.json").exists():
             return path
-        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
-        try:
+        with atomic_folder(path) as tmp:
             build(tmp)
-            os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
