@@ -61,9 +61,9 @@ def test_evolution_with_asha_survives_a_driver_kill(tmp_path: Path) -> None:
     ("evolution", "asha", 1, {"searcher_options": {"population_size": 3},
                               "scheduler_options": {"max_t": 3, "grace_period": 1}}),
     ("random", "fifo", 2, {}),
-    ("optuna", "asha", 1, {"scheduler_options": {"max_t": 3}}),
+    ("optuna", "asha", 1, {"searcher_options": {"sampler": "tpe"}, "scheduler_options": {"max_t": 3}}),
     # NSGA-II's sampler cannot be pickled (Optuna 5.1): the searcher's state is Optuna's journal.
-    ("optuna", "fifo", 2, {"searcher_options": {"sampler": "nsga2", "population_size": 2}}),
+    ("optuna", "fifo", 1, {"searcher_options": {"sampler": "nsga2", "population_size": 2}}),
     ("random", "median", 2, {"scheduler_options": {"grace_period": 1, "min_samples_required": 2}}),
     ("random", "hyperband", 2, {"num_samples": 8, "scheduler_options": {"max_t": 3}}),
     # Cost in epochs (not wall seconds), so that runs decide alike whatever the machine's load.

@@ -11,7 +11,7 @@ the trial's number, so a restored searcher suggests exactly what an uninterrupte
     tuner = tune.Tuner(train_fn, param_space={"lr": tune.loguniform(1e-4, 1e-1)},
                        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=64))
 
-The journal's lines, written one per line to a file, are a journal file that Optuna's own tools read
+``write_journal(path)`` writes the study as a journal file that Optuna's own tools read
 (``optuna.load_study(study_name="efficient-search", storage=JournalStorage(JournalFileBackend(path)))``).
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,7 @@ from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searc
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import flatten_dict, unflatten_dict
 
+from efficient_search.durable import atomic_write
 from efficient_search.searchers.checks import check_objectives, check_points, is_int
 from efficient_search.searchers.state_file import read_state, write_state
 
@@ -243,6 +245,10 @@ class OptunaSearcher(Searcher):
         """The best config (one objective) or the Pareto front (several), nested."""
         trials = self._ensure_study().best_trials
         return [unflatten_dict(dict(t.params)) for t in trials]
+
+    def write_journal(self, path: str | os.PathLike[str]) -> None:
+        """Write the study as an Optuna journal file (one JSON operation per line), atomically."""
+        atomic_write(path, "".join(json.dumps(log, allow_nan=False) + "\n" for log in self._journal.logs))
 
     # -- internals ----------------------------------------------------------------------------
 
