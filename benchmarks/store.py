@@ -26,16 +26,16 @@ import numpy as np
 import pandas as pd
 from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
 
+from efficient_search.ray_compat import storage_context, trial_dataframe
 from efficient_search.store import ParquetStore, ParquetStoreCallback
 
 
 def make_trials(root: Path, n_trials: int, name: str) -> list[Any]:
-    from ray.train._internal.storage import StorageContext
     from ray.tune.experiment import Trial
 
     trials = []
     for i in range(n_trials):
-        storage = StorageContext(storage_path=str(root), experiment_dir_name=name)
+        storage = storage_context(storage_path=str(root), experiment_dir_name=name)
         trial = Trial("bench", config={"lr": 10 ** -(i % 4), "depth": i % 5, "opt": "sgd"},
                       trial_id=f"t{i:05d}", storage=storage, stub=True)
         trial.init_local_path()
@@ -95,7 +95,6 @@ def main() -> None:
     n_rows = n_trials * n_iters
 
     import ray
-    from ray.tune.analysis import ExperimentAnalysis
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     # Ray's trial objects need a running Ray for their folders; nothing is scheduled on it.
@@ -129,7 +128,7 @@ def main() -> None:
         def ray_load() -> pd.DataFrame:
             # ExperimentAnalysis's own per-trial reader (what ResultGrid's dataframes use); the
             # analysis object itself would also want an experiment snapshot file.
-            frames = [ExperimentAnalysis._fetch_trial_dataframe(None, t) for t in ray_trials]
+            frames = [trial_dataframe(t) for t in ray_trials]
             return pd.concat(frames, ignore_index=True)
 
         ray_load_s, ray_frame = median_seconds(ray_load, args.repeats)

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from efficient_search._lazy import lazy_exports
+from efficient_search.ray_compat import check_ray_version
+
+check_ray_version()  # our Ray internals are checked for one Ray range only (ray_compat.RAY_SUPPORTED)
 
 if TYPE_CHECKING:
     from efficient_search.api import RunResult, resume, run

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from ray.tune.search import Searcher
 
+from efficient_search.ray_compat import ray_cluster_mode_off, restored_scheduler
 from efficient_search.registry import make_scheduler, make_searcher, owns_space, takes_objectives
 from efficient_search.search_spaces import resolve_search_space
 from efficient_search.spec import ExperimentSpec, Resources
@@ -205,8 +206,7 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
         tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
                                    resume_errored=False, restart_errored=False)
         # Tune goes on with the scheduler it pickled when the experiment started, not ours.
-        restored = getattr(getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None),
-                           "scheduler", None)
+        restored = restored_scheduler(tuner)
         check_resumable(scheduler if restored is None else restored, store, spec)
     else:
         tuner = tune.Tuner(
@@ -403,17 +403,11 @@ def _loopback_node_ip(host: str) -> Iterator[None]:
     Ray is imported; the default on macOS and Windows). The GCS, raylet and workers listen on the node
     address, so turn multi-node support off while this node starts (only address look-ups read it).
     """
-    from ray._private import ray_constants
-
-    if not _is_loopback(host) or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+    if not _is_loopback(host):
         yield
         return
-    before = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
+    with ray_cluster_mode_off():
         yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 def _default_storage(store_root: str) -> str:

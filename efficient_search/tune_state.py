@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 
 from efficient_search.durable import atomic_write
-
-STATE_GLOB = "experiment_state-*.json"
-DECISION_KEYS = ("_cached_trial_decisions", "_queued_trial_decisions")
-PAUSE = "PAUSE"
+from efficient_search.ray_compat import EXPERIMENT_STATE_GLOB as STATE_GLOB
+from efficient_search.ray_compat import PAUSE_DECISION as PAUSE
+from efficient_search.ray_compat import PENDING_DECISION_KEYS as DECISION_KEYS
+from efficient_search.ray_compat import RUNNER_DATA_KEY
 
 
 def drop_pending_pauses(experiment_path: str | os.PathLike[str]) -> int:
@@ -43,7 +43,7 @@ def drop_pending_pauses(experiment_path: str | os.PathLike[str]) -> int:
             "probably killed while writing it. Fix: move that file aside so that the previous "
             "snapshot is restored, or rerun the experiment under a new name."
         ) from error
-    runner = state.get("runner_data")
+    runner = state.get(RUNNER_DATA_KEY)
     if not isinstance(runner, dict):
         return 0
     dropped = 0

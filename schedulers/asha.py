@@ -22,6 +22,16 @@ import numpy as np
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import AsyncHyperBandScheduler
 
+from efficient_search.ray_compat import (
+    asha_brackets,
+    asha_rungs,
+    has_objective,
+    scheduler_mode,
+    set_asha_rungs,
+    set_stopped_count,
+    stopped_count,
+    trial_brackets,
+)
 from efficient_search.schedulers.state import Restorable, from_json_float, json_float
 
 if TYPE_CHECKING:
@@ -38,41 +48,47 @@ class RestorableASHA(Restorable, AsyncHyperBandScheduler):
         self._rng = np.random.default_rng(seed)
 
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
-        if not self._metric or not self._metric_op:
+        if not has_objective(self):
             super().on_trial_add(tune_controller, trial)  # Ray's error for a missing metric/mode
-        if trial.trial_id in self._trial_info:  # a restored trial keeps its bracket
+        assigned = trial_brackets(self)
+        if trial.trial_id in assigned:  # a restored trial keeps its bracket
             return
-        sizes = np.array([len(b._rungs) for b in self._brackets])
+        brackets = asha_brackets(self)
+        sizes = np.array([len(asha_rungs(b)) for b in brackets])
         weights = np.exp(sizes - sizes.max())
-        index = int(self._rng.choice(len(self._brackets), p=weights / weights.sum()))
-        self._trial_info[trial.trial_id] = self._brackets[index]
+        index = int(self._rng.choice(len(brackets), p=weights / weights.sum()))
+        assigned[trial.trial_id] = brackets[index]
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
-        self._trial_info.pop(trial.trial_id, None)
+        trial_brackets(self).pop(trial.trial_id, None)
 
     # -- state ----------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """Rungs (milestone, {trial_id: signed score}) per bracket, bracket of each live trial,
         stop count and the generator state: JSON-able."""
+        own = asha_brackets(self)
         brackets = [[[milestone, {t: json_float(v) for t, v in recorded.items()}]
-                     for milestone, recorded in bracket._rungs] for bracket in self._brackets]
-        assigned = {t: self._brackets.index(b) for t, b in self._trial_info.items()}
-        return {"version": STATE_VERSION, "metric": self._metric, "mode": self._mode,
-                "brackets": brackets, "trials": assigned, "num_stopped": self._num_stopped,
+                     for milestone, recorded in asha_rungs(bracket)] for bracket in own]
+        assigned = {t: own.index(b) for t, b in trial_brackets(self).items()}
+        return {"version": STATE_VERSION, "metric": self.metric, "mode": scheduler_mode(self),
+                "brackets": brackets, "trials": assigned, "num_stopped": stopped_count(self),
                 "rng": self._rng.bit_generator.state}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.check_version(state, STATE_VERSION)
-        if len(state["brackets"]) != len(self._brackets):
+        own = asha_brackets(self)
+        if len(state["brackets"]) != len(own):
             raise ValueError(f"The saved state has {len(state['brackets'])} brackets, this scheduler "
-                             f"{len(self._brackets)}. Fix: restore with the options it ran with.")
+                             f"{len(own)}. Fix: restore with the options it ran with.")
         if state["mode"] is not None:
             self.set_search_properties(state["metric"], state["mode"])
-        for bracket, rungs in zip(self._brackets, state["brackets"], strict=True):
-            bracket._rungs = [(milestone, {str(t): from_json_float(v) for t, v in recorded.items()})
-                              for milestone, recorded in rungs]
-        self._trial_info = {str(t): self._brackets[int(i)] for t, i in state["trials"].items()}
-        self._num_stopped = int(state["num_stopped"])
+        for bracket, rungs in zip(own, state["brackets"], strict=True):
+            set_asha_rungs(bracket, [(milestone, {str(t): from_json_float(v) for t, v in recorded.items()})
+                                     for milestone, recorded in rungs])
+        assigned = trial_brackets(self)
+        assigned.clear()
+        assigned.update({str(t): own[int(i)] for t, i in state["trials"].items()})
+        set_stopped_count(self, int(state["num_stopped"]))
         self._rng.bit_generator.state = state["rng"]
 
 

@@ -18,16 +18,40 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import HyperBandScheduler
 
+from efficient_search.ray_compat import (
+    bracket_all_trials,
+    bracket_live_trials,
+    bracket_milestone,
+    bracket_progress,
+    bracket_result_time,
+    hyperband_bands,
+    hyperband_position,
+    new_hyperband_bracket,
+    process_hyperband_bracket,
+    scheduler_mode,
+    scheduler_time_attr,
+    set_bracket_all_trials,
+    set_bracket_live_trials,
+    set_bracket_progress,
+    set_hyperband_bands,
+    set_hyperband_position,
+    set_stopped_count,
+    stopped_count,
+    trial_brackets,
+)
 from efficient_search.schedulers.state import Restorable, from_json_float, json_float
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
-    from ray.tune.schedulers.hyperband import _Bracket
+
+    from efficient_search.ray_compat import HyperBandBracket
 
 STATE_VERSION = 1
 
@@ -38,7 +62,7 @@ class RestorableHyperBand(Restorable, HyperBandScheduler):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._awaiting: dict[str, tuple[int, int]] = {}  # restored ids -> (band, bracket index)
-        self._unsettled: list[_Bracket] = []  # restored brackets to settle before the next step
+        self._unsettled: list[HyperBandBracket] = []  # restored brackets to settle before the next step
 
     # -- restore: saved brackets get their Trial objects back -----------------------------------
     def on_trial_add(self, tune_controller: TuneController, trial: Trial) -> None:
@@ -47,16 +71,19 @@ class RestorableHyperBand(Restorable, HyperBandScheduler):
             super().on_trial_add(tune_controller, trial)
             return
         band, index = place
-        bracket = self._hyperbands[band][index]
+        bracket = hyperband_bands(self)[band][index]
+        assert bracket is not None  # saved places point at made brackets
         _swap_in(bracket, trial)
-        self._trial_info[trial] = bracket, band
-        if trial.status in (Trial.TERMINATED, Trial.ERROR) and trial in bracket._live_trials:
+        trial_brackets(self)[trial] = bracket, band
+        live = bracket_live_trials(bracket)
+        if trial.status in (Trial.TERMINATED, Trial.ERROR) and trial in live:
             # Ended after the saved scheduler state (a kill between Ray's state files).
             bracket.cleanup_trial(trial)
             self._unsettled.append(bracket)
-        if trial.status == Trial.PENDING and trial in bracket._live_trials:
-            result = bracket._live_trials[trial]
-            reached = result is not None and bracket._get_result_time(result) >= bracket._cumul_r
+        if trial.status == Trial.PENDING and trial in live:
+            result = live[trial]
+            reached = (result is not None
+                       and bracket_result_time(bracket, result) >= bracket_milestone(bracket))
             if reached or trial in bracket.trials_to_unpause:
                 # It was paused at its milestone (or pausing when the driver died): it waits
                 # for its bracket again, or for choose_trial_to_run when already promoted.
@@ -65,10 +92,11 @@ class RestorableHyperBand(Restorable, HyperBandScheduler):
     def _drop_placeholders(self) -> None:
         """Saved trials Tune did not bring back leave their brackets, as removed trials do."""
         for band, index in self._awaiting.values():
-            bracket = self._hyperbands[band][index]
-            bracket._live_trials = {t: r for t, r in bracket._live_trials.items()
-                                    if isinstance(t, Trial)}
-            bracket._all_trials = [t for t in bracket._all_trials if isinstance(t, Trial)]
+            bracket = hyperband_bands(self)[band][index]
+            assert bracket is not None
+            set_bracket_live_trials(bracket, {t: r for t, r in bracket_live_trials(bracket).items()
+                                              if isinstance(t, Trial)})
+            set_bracket_all_trials(bracket, [t for t in bracket_all_trials(bracket) if isinstance(t, Trial)])
             bracket.trials_to_unpause = {t for t in bracket.trials_to_unpause if isinstance(t, Trial)}
             self._unsettled.append(bracket)
         self._awaiting.clear()
@@ -80,27 +108,20 @@ class RestorableHyperBand(Restorable, HyperBandScheduler):
         self._drop_placeholders()
         unsettled, self._unsettled = self._unsettled, []
         for bracket in {id(b): b for b in unsettled}.values():
-            if bracket._live_trials and bracket.cur_iter_done():
-                self._process_bracket(tune_controller, bracket)
-
-    def _process_bracket(self, tune_controller: TuneController, bracket: _Bracket) -> str:
-        """Ray's halving step, marked as running while it runs (the trials it stops come back
-        through :meth:`on_trial_remove`). Ray sets the mark for good at the first halving."""
-        bracket.is_being_processed = True
-        try:
-            return super()._process_bracket(tune_controller, bracket)
-        finally:
-            bracket.is_being_processed = False
+            if bracket_live_trials(bracket) and bracket.cur_iter_done():
+                with _processing(bracket):
+                    process_hyperband_bracket(self, tune_controller, bracket)
 
     def on_trial_remove(self, tune_controller: TuneController, trial: Trial) -> None:
         """A trial that ends or fails early leaves its bracket; if the others were waiting only
         for it, the bracket is halved (or, finished, its paused trials stopped) now. Ray skipped
         both once a bracket had been halved or had reached its last milestone, and the paused
         trials waited forever."""
-        bracket, _ = self._trial_info[trial]
+        bracket, _ = trial_brackets(self)[trial]
         bracket.cleanup_trial(trial)
-        if not bracket.is_being_processed and bracket._live_trials and bracket.cur_iter_done():
-            self._process_bracket(tune_controller, bracket)
+        if not bracket.is_being_processed and bracket_live_trials(bracket) and bracket.cur_iter_done():
+            with _processing(bracket):
+                process_hyperband_bracket(self, tune_controller, bracket)
 
     def debug_string(self) -> str:
         self._drop_placeholders()
@@ -113,12 +134,13 @@ class RestorableHyperBand(Restorable, HyperBandScheduler):
     def on_trial_result(self, tune_controller: TuneController, trial: Trial,
                         result: dict[str, Any]) -> str:
         self._settle(tune_controller)
-        bracket, _ = self._trial_info[trial]
-        if trial not in bracket._live_trials:
+        bracket, _ = trial_brackets(self)[trial]
+        if trial not in bracket_live_trials(bracket):
             # Its bracket had let it go (a STOP Tune had not carried out when the driver died):
             # stop it instead of failing Ray's bookkeeping.
             return self.STOP
-        return super().on_trial_result(tune_controller, trial, result)
+        with _processing(bracket):  # Ray halves the bracket here when the trial completes it
+            return super().on_trial_result(tune_controller, trial, result)
 
     # -- state ------------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -126,52 +148,54 @@ class RestorableHyperBand(Restorable, HyperBandScheduler):
         stop count and each trial's place: JSON-able."""
         places: dict[int, tuple[int, int]] = {}
         bands = []
-        for b, band in enumerate(self._hyperbands):
+        for b, band in enumerate(hyperband_bands(self)):
             bands.append([None if bracket is None else self._bracket_state(bracket) for bracket in band])
             for i, bracket in enumerate(band):
                 if bracket is not None:
                     places[id(bracket)] = (b, i)
-        current = self._state["bracket"]
-        trials = {_trial_id(t): list(places[id(bracket)]) for t, (bracket, _) in self._trial_info.items()}
+        band_idx, current = hyperband_position(self)
+        trials = {_trial_id(t): list(places[id(bracket)])
+                  for t, (bracket, _) in trial_brackets(self).items()}
         trials.update({t: list(p) for t, p in self._awaiting.items()})
-        return {"version": STATE_VERSION, "metric": self._metric, "mode": self._mode,
-                "bands": bands, "band_idx": self._state["band_idx"],
+        return {"version": STATE_VERSION, "metric": self.metric, "mode": scheduler_mode(self),
+                "bands": bands, "band_idx": band_idx,
                 "current": None if current is None else list(places[id(current)]),
-                "num_stopped": self._num_stopped, "trials": trials}
+                "num_stopped": stopped_count(self), "trials": trials}
 
-    def _bracket_state(self, bracket: _Bracket) -> dict[str, Any]:
-        metric, time_attr = self._metric, self._time_attr
+    def _bracket_state(self, bracket: HyperBandBracket) -> dict[str, Any]:
+        metric, time_attr = self.metric, scheduler_time_attr(self)
         live = [[_trial_id(t), None if r is None else
                  {time_attr: json_float(r.get(time_attr)), metric: json_float(r.get(metric))}]
-                for t, r in bracket._live_trials.items()]
-        return {"n": bracket._n, "r": bracket._r, "cumul_r": bracket._cumul_r,
-                "halves": bracket._halves, "completed_progress": bracket._completed_progress,
-                "live": live,
-                "all": [_trial_id(t) for t in bracket._all_trials],
+                for t, r in bracket_live_trials(bracket).items()]
+        return {**bracket_progress(bracket), "live": live,
+                "all": [_trial_id(t) for t in bracket_all_trials(bracket)],
                 "to_unpause": sorted(_trial_id(t) for t in bracket.trials_to_unpause)}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.check_version(state, STATE_VERSION)
         if state["mode"] is not None:
             self.set_search_properties(state["metric"], state["mode"])
-        self._hyperbands = [[None if saved is None else self._restore_bracket(s, saved)
-                             for s, saved in enumerate(band)] for band in state["bands"]]
-        self._state = {"band_idx": int(state["band_idx"]), "bracket": None}
+        bands = [[None if saved is None else self._restore_bracket(s, saved)
+                  for s, saved in enumerate(band)] for band in state["bands"]]
+        set_hyperband_bands(self, bands)
+        current = None
         if state["current"] is not None:
             band, index = state["current"]
-            self._state["bracket"] = self._hyperbands[band][index]
-        self._num_stopped = int(state["num_stopped"])
-        self._trial_info = {}
+            current = bands[band][index]
+        set_hyperband_position(self, int(state["band_idx"]), current)
+        set_stopped_count(self, int(state["num_stopped"]))
+        trial_brackets(self).clear()
         self._awaiting = {str(t): (int(p[0]), int(p[1])) for t, p in state["trials"].items()}
 
-    def _restore_bracket(self, s: int, saved: dict[str, Any]) -> _Bracket:
-        bracket = self._create_bracket(s)  # a band's s-th bracket is made with s halvings
-        bracket._n, bracket._r = int(saved["n"]), int(saved["r"])
-        bracket._cumul_r, bracket._halves = saved["cumul_r"], int(saved["halves"])
-        bracket._completed_progress = saved["completed_progress"]
-        bracket._live_trials = {t: None if r is None else {k: from_json_float(v) for k, v in r.items()}
-                                for t, r in saved["live"]}
-        bracket._all_trials = list(saved["all"])
+    def _restore_bracket(self, s: int, saved: dict[str, Any]) -> HyperBandBracket:
+        bracket = new_hyperband_bracket(self, s)  # a band's s-th bracket is made with s halvings
+        set_bracket_progress(bracket, {"n": int(saved["n"]), "r": int(saved["r"]),
+                                       "cumul_r": saved["cumul_r"], "halves": int(saved["halves"]),
+                                       "completed_progress": saved["completed_progress"]})
+        set_bracket_live_trials(bracket, {t: None if r is None else
+                                          {k: from_json_float(v) for k, v in r.items()}
+                                          for t, r in saved["live"]})
+        set_bracket_all_trials(bracket, list(saved["all"]))
         bracket.trials_to_unpause = set(saved["to_unpause"])
         return bracket
 
@@ -181,11 +205,24 @@ def _trial_id(trial: Trial | str) -> str:
     return trial if isinstance(trial, str) else trial.trial_id
 
 
-def _swap_in(bracket: _Bracket, trial: Trial) -> None:
+@contextlib.contextmanager
+def _processing(bracket: HyperBandBracket) -> Iterator[None]:
+    """Mark ``bracket`` as being halved while Ray's halving step may run (the trials it stops
+    come back through ``on_trial_remove``, which must not halve it again). Ray sets the mark for
+    good at the first halving."""
+    bracket.is_being_processed = True
+    try:
+        yield
+    finally:
+        bracket.is_being_processed = False
+
+
+def _swap_in(bracket: HyperBandBracket, trial: Trial) -> None:
     """Put ``trial`` where its id stood in the bracket, keeping the order (ties sort by it)."""
     key = trial.trial_id
-    bracket._live_trials = {trial if t == key else t: r for t, r in bracket._live_trials.items()}
-    bracket._all_trials = [trial if t == key else t for t in bracket._all_trials]
+    set_bracket_live_trials(bracket, {trial if t == key else t: r
+                                      for t, r in bracket_live_trials(bracket).items()})
+    set_bracket_all_trials(bracket, [trial if t == key else t for t in bracket_all_trials(bracket)])
     if key in bracket.trials_to_unpause:
         bracket.trials_to_unpause.discard(key)
         bracket.trials_to_unpause.add(trial)

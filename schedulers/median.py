@@ -23,6 +23,13 @@ from typing import TYPE_CHECKING, Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import MedianStoppingRule
 
+from efficient_search.ray_compat import (
+    median_last_pause,
+    median_results,
+    median_stopped,
+    scheduler_mode,
+    scheduler_time_attr,
+)
 from efficient_search.schedulers.state import Restorable, from_json_float, json_float
 
 if TYPE_CHECKING:
@@ -51,20 +58,22 @@ class RestorableMedian(Restorable, MedianStoppingRule):
         if saved is None:
             return
         if saved["results"]:
-            self._results[trial] = [{self._time_attr: from_json_float(t), self._metric: from_json_float(v)}
-                                    for t, v in saved["results"]]
+            time_attr, metric = scheduler_time_attr(self), self.metric
+            median_results(self)[trial] = [{time_attr: from_json_float(t), metric: from_json_float(v)}
+                                           for t, v in saved["results"]]
         if saved["stopped"]:
-            self._stopped_trials.add(trial)
+            median_stopped(self).add(trial)
         if saved["last_pause"] is not None:
-            self._last_pause[trial] = float(saved["last_pause"])
+            median_last_pause(self)[trial] = float(saved["last_pause"])
 
     def on_trial_result(self, tune_controller: TuneController, trial: Trial,
                         result: dict[str, Any]) -> str:
-        time = result.get(self._time_attr)
-        if (time is not None and self._metric in result and trial in self._results
-                and trial not in self._stopped_trials):
+        time_attr, results = scheduler_time_attr(self), median_results(self)
+        time = result.get(time_attr)
+        if (time is not None and self.metric in result and trial in results
+                and trial not in median_stopped(self)):
             # Restarted from an older checkpoint: this step and later ones are reported again.
-            self._results[trial] = [r for r in self._results[trial] if r[self._time_attr] < time]
+            results[trial] = [r for r in results[trial] if r[time_attr] < time]
         decision = super().on_trial_result(tune_controller, trial, result)
         if decision == self.PAUSE:
             self._yielded.add(trial.trial_id)
@@ -88,24 +97,26 @@ class RestorableMedian(Restorable, MedianStoppingRule):
         # Ray records any final result; one without time or metric (a trial ended before its first
         # report) would break every later median.
         self._yielded.discard(trial.trial_id)
-        if self._time_attr in result and self._metric in result:
+        if scheduler_time_attr(self) in result and self.metric in result:
             super().on_trial_complete(tune_controller, trial, result)
 
     # -- state ------------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
         """Each trial's (time, metric) results, whether it was stopped, its last yield: JSON-able."""
+        time_attr, metric = scheduler_time_attr(self), self.metric
+        stopped, last_pause = median_stopped(self), median_last_pause(self)
         trials = {
             trial.trial_id: {
-                "results": [[json_float(r[self._time_attr]), json_float(r[self._metric])]
-                            for r in results if self._time_attr in r and self._metric in r],
-                "stopped": trial in self._stopped_trials,
-                "last_pause": _finite_or_none(self._last_pause.get(trial)),
+                "results": [[json_float(r[time_attr]), json_float(r[metric])]
+                            for r in results if time_attr in r and metric in r],
+                "stopped": trial in stopped,
+                "last_pause": _finite_or_none(last_pause.get(trial)),
             }
-            for trial, results in self._results.items()
+            for trial, results in median_results(self).items()
         }
-        for trial in self._stopped_trials - set(self._results):
+        for trial in stopped - set(median_results(self)):
             trials[trial.trial_id] = {"results": [], "stopped": True, "last_pause": None}
-        return {"version": STATE_VERSION, "metric": self._metric, "mode": self._mode,
+        return {"version": STATE_VERSION, "metric": metric, "mode": scheduler_mode(self),
                 "trials": {**self._awaiting, **trials}, "order": list(self._order),
                 "yielded": sorted(self._yielded)}
 
@@ -113,9 +124,9 @@ class RestorableMedian(Restorable, MedianStoppingRule):
         self.check_version(state, STATE_VERSION)
         if state["mode"] is not None:
             self.set_search_properties(state["metric"], state["mode"])
-        self._results.clear()
-        self._stopped_trials.clear()
-        self._last_pause.clear()
+        median_results(self).clear()
+        median_stopped(self).clear()
+        median_last_pause(self).clear()
         self._awaiting = {str(t): dict(saved) for t, saved in state["trials"].items()}
         self._order = {str(t): i for i, t in enumerate(state["order"])}
         self._yielded = {str(t) for t in state["yielded"]}

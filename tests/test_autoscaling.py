@@ -209,6 +209,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import efficient_search as es
     from efficient_search.cluster import ClusterOptions, LocalAutoscalingCluster
     from efficient_search.cluster.local import connect
+    from efficient_search.ray_compat import actor_node_id
 
     class KillTrialNode(Callback):
         '''After a trial's first epoch, SIGKILL the raylet of the node it runs on.'''
@@ -219,8 +220,7 @@ KILL_SCRIPT = textwrap.dedent("""
         def on_trial_result(self, iteration, trials, trial, result, **info):
             if self.killed or result.get("fidelity/epoch", 0) < 1:
                 return
-            actor_id = trial.temporary_state.ray_actor._actor_id.hex()
-            node_id = ray._private.state.actors(actor_id)["Address"]["NodeID"]
+            node_id = actor_node_id(trial.temporary_state.ray_actor)
             self.killed.append({"trial_id": trial.trial_id, "node_id": node_id,
                                 "pids": self.cluster.kill_node(node_id),
                                 "epoch": result["fidelity/epoch"]})

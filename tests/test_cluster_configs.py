@@ -20,12 +20,13 @@ import jsonschema
 import pytest
 import ray
 import yaml
-from ray.autoscaler._private.kuberay.autoscaling_config import (
-    _derive_autoscaling_config_from_ray_cr,
-)
-from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
+from efficient_search.ray_compat import (
+    derive_kuberay_autoscaling_config,
+    prepare_cluster_config,
+    validate_cluster_config,
+)
 from efficient_search.spec import ExperimentSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +57,8 @@ def image_tag(image: str) -> re.Match[str]:
 
 def ray_validated(config: Mapping[str, Any]) -> dict[str, Any]:
     """What ``ray up`` checks before the provider's bootstrap (which needs cloud credentials)."""
-    prepared = prepare_config(copy.deepcopy(dict(config)))
-    validate_config(prepared)
+    prepared = prepare_cluster_config(copy.deepcopy(dict(config)))
+    validate_cluster_config(prepared)
     return prepared
 
 
@@ -298,8 +299,8 @@ def test_rayjob_structure(rayjob: dict[str, Any], raycluster: dict[str, Any]) ->
 def test_ray_reads_the_cluster_spec(manifest: Path) -> None:
     data = load(manifest)
     spec = data["spec"].get("rayClusterSpec", data["spec"])
-    config = _derive_autoscaling_config_from_ray_cr(as_ray_cr(spec, data["metadata"]["name"]))
-    validate_config(config)  # the function validates too; kept explicit
+    config = derive_kuberay_autoscaling_config(as_ray_cr(spec, data["metadata"]["name"]))
+    validate_cluster_config(config)  # the function validates too; kept explicit
     types = config["available_node_types"]
     assert types["headgroup"]["resources"]["CPU"] == 0
     for group in gpu_groups(spec):

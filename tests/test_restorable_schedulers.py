@@ -8,6 +8,14 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from efficient_search.ray_compat import (
+    bracket_live_trials,
+    bracket_milestone,
+    bracket_progress,
+    hyperband_bands,
+    median_results,
+    trial_brackets,
+)
 from efficient_search.schedulers import RestorableHyperBand, RestorableMedian
 from efficient_search.testing.schedulers import (
     MAX_EPOCHS,
@@ -63,7 +71,7 @@ def test_hyperband_stops_a_restored_trial_its_bracket_had_let_go() -> None:
     sim = paused_simulation(6)
     scheduler = restored(sim)
     trial = next(t for t in sim.controller.trials if t.status == Trial.PAUSED)
-    bracket, _ = scheduler._trial_info[trial]
+    bracket, _ = trial_brackets(scheduler)[trial]
     bracket.cleanup_trial(trial)  # as after a STOP Tune had not carried out
     result = {METRIC: 0.5, TIME_ATTR: 1, "training_iteration": 1}
     assert scheduler.on_trial_result(sim.controller, trial, result) == TrialScheduler.STOP  # type: ignore[arg-type]
@@ -95,7 +103,7 @@ def test_median_counts_steps_reported_again_after_a_restore_once() -> None:
     # Restored from its epoch-1 checkpoint, `first` reports epochs 2 and 3 again, lower this time.
     report(fresh, controller, first, 2, 0.2)
     report(fresh, controller, first, 3, 0.2)
-    assert [r[METRIC] for r in fresh._results[first]] == [0.9, 0.2, 0.2]
+    assert [r[METRIC] for r in median_results(fresh)[first]] == [0.9, 0.2, 0.2]
     assert json.loads(json.dumps(fresh.get_state()))["trials"][first.trial_id]["results"] == [
         [1.0, 0.9], [2.0, 0.2], [3.0, 0.2]]
 
@@ -106,11 +114,12 @@ def test_a_trial_failing_after_a_halving_does_not_strand_its_bracket() -> None:
     failed = 0
     for steps in range(1, 20):
         sim = paused_simulation(steps)
-        halved = [b for band in sim.scheduler._hyperbands for b in band  # type: ignore[attr-defined]
-                  if b is not None and b._r != b._r0]
-        waiting = [t for b in halved for t, r in b._live_trials.items()
+        # A band's s-th bracket starts with s halvings left.
+        halved = [b for band in hyperband_bands(sim.scheduler) for s, b in enumerate(band)  # type: ignore[arg-type]
+                  if b is not None and bracket_progress(b)["halves"] != s]
+        waiting = [t for b in halved for t, r in bracket_live_trials(b).items()
                    if t.status in (Trial.PENDING, Trial.PAUSED)
-                   and (r is None or r[TIME_ATTR] < b._cumul_r)]
+                   and (r is None or r[TIME_ATTR] < bracket_milestone(b))]
         if not waiting:
             continue
         sim.scheduler.on_trial_error(sim.controller, waiting[0])

@@ -11,6 +11,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import flatten_dict, unflatten_dict
 
+from efficient_search.ray_compat import optuna_search_study
 from efficient_search.searchers import EvolutionarySearcher, OptunaSearcher
 from efficient_search.testing.searchers import (
     SCORE,
@@ -58,7 +59,7 @@ def _optuna(space: Mapping[str, Any] | None, metric: Any, mode: Any, seed: int,
 
 def _optuna_best(searcher: Searcher) -> list[dict[str, Any]]:
     assert isinstance(searcher, OptunaSearch)
-    return [unflatten_dict(t.params) for t in searcher._ot_study.best_trials]
+    return [unflatten_dict(t.params) for t in optuna_search_study(searcher).best_trials]
 
 
 class TestRayOptunaTPE(SearcherContract):

@@ -169,9 +169,10 @@ def cluster_config(options: ClusterOptions, gcs_address: str) -> dict[str, Any]:
 def validate(config: Mapping[str, Any]) -> None:
     """Check ``config`` against Ray's cluster-config schema (raises ``ValueError``)."""
     import jsonschema
-    from ray.autoscaler._private.util import validate_config
+
+    from efficient_search.ray_compat import validate_cluster_config
 
     try:
-        validate_config(dict(config))
+        validate_cluster_config(dict(config))
     except (jsonschema.ValidationError, ValueError) as exc:
         raise ValueError(f"The autoscaler config is invalid: {exc}") from exc

@@ -202,14 +202,12 @@ def _name(process: psutil.Process) -> str:
 def connect(cluster: LocalAutoscalingCluster, **init_options: Any) -> None:
     """Connect this process to ``cluster`` (an explicit address: never another local Ray)."""
     import ray
-    from ray._private.authentication.authentication_token_setup import (
-        maybe_enable_token_auth_if_token_available,
-    )
 
     from efficient_search.api import _loopback_node_ip
+    from efficient_search.ray_compat import enable_token_auth_if_token_available
 
     # `ray start` turns token authentication on when a token exists (and RAY_AUTH_MODE is
     # unset); the same rule here makes this process present it.
-    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    enable_token_auth_if_token_available()
     with _loopback_node_ip(LOOPBACK):
         ray.init(address=cluster.address, _node_ip_address=LOOPBACK, **init_options)
