@@ -132,12 +132,7 @@ def run_on_cluster(spec: Any, options: ClusterOptions | None = None, *, prewarm:
         data = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
         spec = ExperimentSpec.from_dict(data | overrides)
     cluster = LocalAutoscalingCluster(options)
-    try:
-        import jsonschema  # noqa: F401  (Ray's validation needs it)
-    except ImportError:
-        pass
-    else:
-        validate(cluster._config)
+    validate(cluster._config)
     spec = prepare_spec(spec, options, cluster, fidelity)
     mode = "fixed" if options.fixed is not None else "autoscale"
     print(f"autoscale: starting a local {mode} cluster ({_describe(cluster)})", flush=True)

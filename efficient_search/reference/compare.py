@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import warnings
@@ -32,7 +31,6 @@ from efficient_search.reference.recipes import OPEN_SCI_REF, compute_flops
 if TYPE_CHECKING:
     from efficient_search.store import ParquetStore
 
-logger = logging.getLogger(__name__)
 
 TREND_KINDS = ("power", "log-linear")
 
@@ -166,11 +164,8 @@ def _sse(trend: Trend, c: np.ndarray, loss: np.ndarray) -> float:
 
 
 def _fit_power(log_c: np.ndarray, loss: np.ndarray, span: tuple[float, float]) -> Trend | None:
-    try:
-        from scipy.optimize import OptimizeWarning, curve_fit
-    except ImportError:  # scipy comes with the `bench` extra
-        logger.warning("scipy is not installed: the compute trend falls back to a line in ln C.")
-        return None
+    from scipy.optimize import OptimizeWarning, curve_fit
+
     floor = float(loss.min())
     if floor <= 0:
         return None

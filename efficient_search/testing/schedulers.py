@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
@@ -241,6 +240,8 @@ class SchedulerContract:
 
     def test_state_is_plain_data_and_survives_a_restore(self) -> None:
         if not self.restores_state:
+            import pytest  # a dev dependency: imported where a contract test runs
+
             pytest.skip("this scheduler does not promise to survive Tuner.restore")
         straight = self.simulate()
         sim = Simulation(self.make("max"), grid(9), learning_curve)

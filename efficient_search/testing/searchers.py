@@ -66,15 +66,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 from ray import tune
 from ray.tune import Callback
 from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter, Repeater, Searcher
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, Quantized
 from ray.tune.search.variant_generator import parse_spec_vars
 from ray.tune.utils.util import merge_dicts
+
+if TYPE_CHECKING:
+    import pytest
 
 SCORE = "score"
 SIZE = "size"
@@ -277,17 +279,23 @@ class SearcherContract:
 
     def _skip_unless(self, capability: str) -> None:
         if not getattr(self, capability):
+            import pytest  # a dev dependency: imported where a contract test runs
+
             pytest.skip(f"{type(self).__name__} declares {capability} = False")
 
     # -- metric, mode and space ------------------------------------------------------------
 
     def test_suggest_without_a_space_raises_rays_error(self) -> None:
+        import pytest
+
         self._skip_unless("needs_metric_and_space")
         searcher = self.searcher(space=None)
         with pytest.raises(RuntimeError, match="no search space has been defined"):
             searcher.suggest("t0")
 
     def test_suggest_without_metric_or_mode_raises_rays_error(self) -> None:
+        import pytest
+
         self._skip_unless("needs_metric_and_space")
         searcher = self.make(SPACE, None, None, 0)
         with pytest.raises(RuntimeError, match="parameters have not been set"):
@@ -468,6 +476,8 @@ class SearcherContract:
 
     def test_tuner_restore_suggests_what_an_uninterrupted_run_would(
             self, ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import pytest
+
         self._skip_unless("survives_tuner_restore")
         monkeypatch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "0")  # save Tune's state at every step
         straight = self._in_order(self._tune(tmp_path / "straight", []))
