@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +22,19 @@ from ray.tune.search.sample import Categorical, Float, Integer, LogUniform  # no
 from efficient_search.blackbox import _yahpo_compat as compat  # noqa: E402
 from efficient_search.blackbox.config_space import active_values, ray_space  # noqa: E402
 from efficient_search.blackbox.yahpo import DATA_ENV, SHARED_DATA, YahpoBenchmark  # noqa: E402
+from efficient_search.searchers.space import SearchSpace  # noqa: E402
 
-LCBENCH = SHARED_DATA / "lcbench"
+DATA = Path(os.environ.get(DATA_ENV) or SHARED_DATA)
+LCBENCH = DATA / "lcbench"
 needs_lcbench = pytest.mark.skipif(
-    not LCBENCH.is_dir(), reason=f"YAHPO lcbench data not found at {LCBENCH} (the shared data folder "
-    f"beside the repository); set ${DATA_ENV} to a YAHPO data folder to run these tests")
+    not LCBENCH.is_dir(), reason=f"YAHPO lcbench data not found at {LCBENCH} (by default the shared "
+    f"data folder beside the repository; ${DATA_ENV} names another)")
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
 @pytest.fixture(scope="module")
 def lcbench() -> YahpoBenchmark:
-    return YahpoBenchmark("lcbench", data_path=SHARED_DATA)
+    return YahpoBenchmark("lcbench", data_path=DATA)
 
 
 def lcbench_config(**changes: object) -> dict[str, object]:
@@ -97,14 +101,19 @@ def test_lcbench_instances_fidelity_and_metrics(lcbench: YahpoBenchmark) -> None
 @needs_lcbench
 def test_lcbench_sampled_configs_evaluate(lcbench: YahpoBenchmark) -> None:
     rng = np.random.default_rng(0)
+    parsed = SearchSpace.from_ray(lcbench.space())  # what our searchers sample from
     for i in range(20):
         config = {n: d.sample(random_state=rng) for n, d in lcbench.space().items()}
         out = lcbench.evaluate(config, lcbench.instances[i], int(rng.integers(1, 53)))
         assert all(math.isfinite(v) for v in out.values())
+        assert math.isfinite(lcbench.evaluate(parsed.decode(parsed.sample(rng)), "3945", 52)["time"])
     # A log-uniform sample that rounding put just past a bound is clipped, not refused.
     edge = lcbench_config(learning_rate=lcbench.space()["learning_rate"].upper * (1 + 1e-12))
     assert lcbench.evaluate(edge, "3945", 1) == lcbench.evaluate(
         lcbench_config(learning_rate=lcbench.space()["learning_rate"].upper), "3945", 1)
+    # Pickled as its arguments (the ONNX session is reopened), as Ray does with trainables' closures.
+    copy = pickle.loads(pickle.dumps(lcbench))
+    assert copy.evaluate(lcbench_config(), "3945", 5) == lcbench.evaluate(lcbench_config(), "3945", 5)
     # Instances may be given as numbers too.
     assert lcbench.evaluate(lcbench_config(), 3945, 5) == lcbench.evaluate(  # type: ignore[arg-type]
         lcbench_config(), "3945", 5)
@@ -280,7 +289,7 @@ def test_opening_a_scenario_leaves_yahpos_settings_alone() -> None:
     from yahpo_gym.local_config import local_config
 
     before = local_config._config
-    bench = compat.open_benchmark("lcbench", SHARED_DATA)
+    bench = compat.open_benchmark("lcbench", DATA)
     assert local_config._config is before
-    assert Path(bench.config.config["basedir"]) == SHARED_DATA
+    assert Path(bench.config.config["basedir"]) == DATA
     assert {"fcnet", "taskset", "lcbench", "rbv2_glmnet", "nb301"} <= set(compat.scenarios())

@@ -11,6 +11,7 @@ import pytest
 from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
 
 from efficient_search.blackbox.tables import TableBenchmark
+from efficient_search.searchers.space import SearchSpace
 from efficient_search.surrogate.meta_dataset import MetaDataset
 
 QUICKTUNE = Path(__file__).resolve().parents[2] / "shared" / "data" / "quicktune-mtlbm-extended"
@@ -150,6 +151,9 @@ def test_quicktune_meta_dataset_as_a_table() -> None:
     assert len(space) == 32 and len(space["model"].categories) == 24
     assert isinstance(space["lr"].get_sampler(), LogUniform)
     assert isinstance(space["batch_size"].get_sampler(), LogUniform)
+    parsed, rng = SearchSpace.from_ray(space), np.random.default_rng(0)  # what our searchers sample
+    for instance in bench.instances:
+        assert bench.evaluate(parsed.decode(parsed.sample(rng)), instance, 50)["cost/seconds"] > 0
     data, cumulative = bench.data, bench.data.cumulative_costs()
     rows = np.flatnonzero(data.datasets == "FLW")
     for row in rows.tolist():

@@ -27,6 +27,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -172,6 +173,12 @@ class YahpoBenchmark(Blackbox):
         out[COST_KEY] = max(out[self.runtime_name], 0.0)
         out[self._fidelity.key] = value
         return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its arguments (the ONNX session cannot be pickled): Ray ships it to workers."""
+        reopen = functools.partial(YahpoBenchmark, self.scenario, data_path=self.data_path,
+                                   metric=self._metric)
+        return (reopen, ())
 
     def __repr__(self) -> str:
         return (f"YahpoBenchmark({self.scenario!r}, {len(self._instances)} instances, fidelity "
