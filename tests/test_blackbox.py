@@ -242,6 +242,24 @@ def test_second_scenario_evaluates_through_the_same_path(glmnet: tuple) -> None:
         bench.evaluate(config, "31", 0.01)
 
 
+def test_a_scenario_without_instance_parameter_lists_its_fixed_instances(tmp_path: Path) -> None:
+    """nb301's configuration has no instance parameter but a fixed instance list; metadata only."""
+    folder = tmp_path / "nb301"
+    folder.mkdir()
+    space = CS.ConfigurationSpace()
+    space.add([CS.UniformIntegerHyperparameter("epoch", 1, 98),
+               CS.CategoricalHyperparameter("op", ["conv", "pool"])])
+    with open(folder / "config_space.json", "w") as stream:
+        space.to_json(stream)
+    (folder / "encoding.json").write_text("{}")
+    _linear_model(folder / "model.onnx", np.ones((2, 2)), n_cat=1)
+    bench = YahpoBenchmark("nb301", data_path=tmp_path)
+    assert bench.instance_param is None and bench.instances == ["CIFAR10"]
+    assert (bench.fidelity.name, bench.fidelity.max, bench.fidelity.continuable) == ("epoch", 98, True)
+    assert list(bench.space()) == ["op"] and bench.runtime_name == "runtime"
+    assert (bench.metric, bench.mode) == ("val_accuracy", "max")
+
+
 # -- the ConfigSpace conversion and the compatibility module -----------------------------------
 
 def test_configspace_conversion_covers_every_supported_kind() -> None:

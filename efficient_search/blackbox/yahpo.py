@@ -110,7 +110,8 @@ class YahpoBenchmark(Blackbox):
                                   integer=isinstance(budget, UniformIntegerHyperparameter))
         #: The other fidelity parameters, held at their maximum.
         self.held: dict[str, Any] = {n: _maximum(self.config_space[n]) for n in fidelity_params[1:]}
-        self._space = ray_space(self.config_space, exclude={*fidelity_params, str(self.instance_param)})
+        self._not_searched = {*fidelity_params, *([self.instance_param] if self.instance_param else [])}
+        self._searched = [n for n in self.config_space if n not in self._not_searched]
         self._instances = self._read_instances()
         y_names = [str(y) for y in self.settings["y_names"]]
         minimize = list(self.settings.get("y_minimize") or [False] * len(y_names))
@@ -133,7 +134,7 @@ class YahpoBenchmark(Blackbox):
         return list(self._instances)
 
     def space(self) -> dict[str, Any]:
-        return dict(self._space)
+        return ray_space(self.config_space, exclude=self._not_searched)
 
     @property
     def fidelity(self) -> Fidelity:
@@ -163,8 +164,9 @@ class YahpoBenchmark(Blackbox):
         """
         instance = check_instance(instance, self._instances)
         value = self._fidelity.check(fidelity)
-        check_config(config, [n for n in self.config_space.unconditional_hyperparameters if n in self._space])
-        values = {name: config[name] for name in self._space if name in config}
+        unconditional = set(self.config_space.unconditional_hyperparameters)
+        check_config(config, [n for n in self._searched if n in unconditional])
+        values = {name: config[name] for name in self._searched if name in config}
         values.update(self.held)
         values[self._fidelity.name] = value
         if self.instance_param is not None:
