@@ -144,7 +144,7 @@ def test_callback_flushes_every_few_seconds_while_trials_run(tmp_path) -> None:
     callback.setup()
     callback.add("t1", {}, {"training_iteration": 1}, "RUNNING")
     callback.on_step_end(iteration=1, trials=[])
-    assert not (tmp_path / "experiment=exp").exists()  # not yet due
+    assert not list(tmp_path.glob("experiment=exp/*.parquet"))  # not yet due
     time.sleep(0.25)
     callback.on_step_end(iteration=2, trials=[])
     assert len(ParquetStore(tmp_path).results("exp")) == 1  # visible before the run ends

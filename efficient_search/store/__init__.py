@@ -12,10 +12,12 @@ from efficient_search._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from efficient_search.store.callback import ParquetStoreCallback
+    from efficient_search.store.owner import ExperimentInUseError
     from efficient_search.store.parquet import ParquetStore, validate_experiment_name
     from efficient_search.store.rows import SCHEMA_VERSION, make_row
 
 _EXPORTS = {
+    "ExperimentInUseError": "efficient_search.store.owner",
     "SCHEMA_VERSION": "efficient_search.store.rows",
     "ParquetStore": "efficient_search.store.parquet",
     "ParquetStoreCallback": "efficient_search.store.callback",
@@ -26,6 +28,7 @@ _EXPORTS = {
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
+    "ExperimentInUseError",
     "SCHEMA_VERSION",
     "ParquetStore",
     "ParquetStoreCallback",

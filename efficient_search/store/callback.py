@@ -14,6 +14,8 @@ from efficient_search.store.rows import ERROR, RUNNING, TERMINATED, make_row, ro
 if TYPE_CHECKING:
     from ray.tune.experiment import Trial
 
+    from efficient_search.store.owner import ExperimentClaim
+
 STATE_VERSION = 1
 
 
@@ -25,6 +27,10 @@ class ParquetStoreCallback(Callback):
     seconds. On set-up the keys already in the store are loaded, and before a restored
     experiment's first step the store is made to agree with the restored state (:meth:`reconcile`),
     so a restored experiment neither loses nor duplicates rows.
+
+    From set-up to the experiment's end this process holds the experiment's claim
+    (:meth:`ParquetStore.claim`): a second live driver on the same experiment gets
+    :class:`~efficient_search.store.owner.ExperimentInUseError` instead of mixing its rows in.
 
     Example::
 
@@ -61,12 +67,19 @@ class ParquetStoreCallback(Callback):
         self._last_flush = time.monotonic()
         self._rows_written = 0
         self._reconciled = False
+        self._claim: ExperimentClaim | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment; a claim (and its heartbeat thread)
+        # belongs to the process that made it.
+        return {**self.__dict__, "_claim": None}
 
     # -- Tune hooks ----------------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: int | None = None,
               total_num_samples: int | None = None, **info: Any) -> None:
         self._last_flush = time.monotonic()  # a restored callback's clock may be from another boot
         self._reconciled = False
+        self._claim = self.store.claim(self.experiment)
         self._written = self.store.keys(self.experiment)
         if self._metadata:
             self.store.write_metadata(self.experiment, self._metadata)
@@ -94,7 +107,12 @@ class ParquetStoreCallback(Callback):
         self._maybe_flush()
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
-        self.flush()
+        # Tune calls this also when the run fails (its clean-up), so the claim ends here.
+        try:
+            self.flush()
+        finally:
+            self._claim = None
+            self.store.release(self.experiment)
 
     def get_state(self) -> dict[str, Any]:
         # Tune calls this when it snapshots the experiment: flush first, so that the store
@@ -156,6 +174,8 @@ class ParquetStoreCallback(Callback):
         self._last_flush = time.monotonic()
         if not self._buffer:
             return 0
+        if self._claim is not None:
+            self._claim.check()  # another driver took over: writing on would mix two runs
         rows, self._buffer = self._buffer, []
         try:
             written = self.store.append(self.experiment, rows)

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from efficient_search.durable import atomic_write
 from efficient_search.redaction import redact
+from efficient_search.store import owner as ownership
 from efficient_search.store.paths import inside_root
 from efficient_search.store.rows import ERROR, IDENTITY_COLUMNS, TERMINATED, row_key
 
@@ -170,9 +171,19 @@ class ParquetStore:
         return inside_root(self._path, f"{PARTITION_KEY}={name}", field="experiment",
                            local=isinstance(self._fs, pafs.LocalFileSystem))
 
+    def _list(self, folder: str) -> list[pafs.FileInfo]:
+        """The entries of ``folder``; none when it does not exist."""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return list(self._fs.get_file_info(pafs.FileSelector(folder, allow_not_found=True)))
+            except FileNotFoundError:
+                # pyarrow checks whether a folder it failed to list exists: one that another
+                # driver created (or an empty one it removed) in between reads as an error.
+                time.sleep(0.01 * (attempt + 1))
+        return []
+
     def _data_files(self, experiment: str) -> list[str]:
-        selector = pafs.FileSelector(self._partition(experiment), allow_not_found=True)
-        infos = self._fs.get_file_info(selector)
+        infos = self._list(self._partition(experiment))
         return sorted(
             i.path
             for i in infos
@@ -296,6 +307,27 @@ class ParquetStore:
         path = f"{self._partition(experiment)}/{METADATA_FILE}"
         self._write_whole(path, lambda stream: stream.write(text))
 
+    # -- ownership -----------------------------------------------------------------------
+    def _claim_key(self, experiment: str) -> str:
+        folder = self._partition(experiment)
+        return os.path.realpath(folder) if isinstance(self._fs, pafs.LocalFileSystem) else folder
+
+    def claim(self, experiment: str, *, heartbeat_s: float = ownership.HEARTBEAT_S,
+              stale_after_s: float = ownership.STALE_AFTER_S) -> ownership.ExperimentClaim:
+        """Make this process the one driver writing ``experiment`` (a no-op if it already is);
+        :class:`~efficient_search.store.owner.ExperimentInUseError` (a ``ValueError``) while
+        another live driver holds it. See :mod:`efficient_search.store.owner`."""
+        return ownership.claim(self._fs, self._claim_key(experiment), experiment=experiment,
+                           store_root=self.root, heartbeat_s=heartbeat_s, stale_after_s=stale_after_s)
+
+    def release(self, experiment: str) -> None:
+        """Give up this process's claim on ``experiment`` (nothing if it holds none)."""
+        ownership.release(self._claim_key(experiment))
+
+    def owner(self, experiment: str) -> ownership.Owner | None:
+        """The driver recorded as writing ``experiment`` (live or not); None when unclaimed."""
+        return ownership.read_owner(self._fs, self._partition(experiment))
+
     # -- reading -------------------------------------------------------------------------
     def metadata(self, experiment: str) -> dict[str, Any]:
         path = f"{self._partition(experiment)}/{METADATA_FILE}"
@@ -307,7 +339,7 @@ class ParquetStore:
 
     def experiments(self) -> list[str]:
         """Names of the experiments in the store."""
-        infos = self._fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True))
+        infos = self._list(self._path)
         prefix = f"{PARTITION_KEY}="
         return sorted(
             i.base_name[len(prefix) :]
@@ -324,13 +356,20 @@ class ParquetStore:
             )
 
     def _read(self, experiment: str, columns: list[str] | None = None) -> pa.Table:
-        # A writer merging or rewriting files may delete one between listing and reading: the
-        # rows are then in its replacement, so list again.
+        # A writer merging or rewriting files writes the replacement, then deletes the files it
+        # replaced. A file listed may be gone when read (its rows are in the replacement), and a
+        # folder listing taken meanwhile may hold neither (a listing is no snapshot), so a read
+        # counts once the listing after it is the listing before it.
         for attempt in range(READ_ATTEMPTS - 1):
+            files = self._data_files(experiment)
             try:
-                return self._read_files(self._data_files(experiment), columns)
+                table = self._read_files(files, columns)
             except FileNotFoundError:
-                time.sleep(0.05 * (attempt + 1))
+                pass
+            else:
+                if self._data_files(experiment) == files:
+                    return table
+            time.sleep(0.05 * (attempt + 1))
         return self._read_files(self._data_files(experiment), columns)
 
     def _read_files(self, files: list[str], columns: list[str] | None) -> pa.Table:
