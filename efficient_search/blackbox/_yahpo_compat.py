@@ -101,3 +101,17 @@ def evaluate(bench: Any, values: dict[str, Any]) -> dict[str, float]:
     with quiet():
         out = bench.objective_function(values, multithread=False)[0]
     return {str(k): float(v) for k, v in out.items()}
+
+
+#: Rows per surrogate call: yahpo stacks a batch's inputs row by row (quadratic in its size).
+BATCH_ROWS = 512
+
+
+def evaluate_many(bench: Any, rows: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Surrogate predictions for many full, already checked inputs, in batches of ``BATCH_ROWS``."""
+    out: list[dict[str, float]] = []
+    with quiet():
+        for start in range(0, len(rows), BATCH_ROWS):
+            batch = bench.objective_function(rows[start:start + BATCH_ROWS], multithread=False)
+            out.extend({str(k): float(v) for k, v in result.items()} for result in batch)
+    return out

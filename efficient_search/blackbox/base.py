@@ -104,6 +104,13 @@ def check_config(config: Any, names: Sequence[str]) -> None:
                          f"{list(names)}.")
 
 
+def check_lengths(configs: Sequence[Any], fidelities: Sequence[Any]) -> None:
+    """``evaluate_many`` takes one fidelity per config."""
+    if len(configs) != len(fidelities):
+        raise ValueError(f"`fidelities` must hold one value per config, but got {len(fidelities)} "
+                         f"fidelities for {len(configs)} configs. Fix: pass [fidelity] * len(configs).")
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"`mode` must be 'max' or 'min', but got {mode!r}.")
@@ -145,3 +152,10 @@ class Blackbox(ABC):
     @abstractmethod
     def evaluate(self, config: Mapping[str, Any], instance: str, fidelity: float) -> dict[str, Any]:
         """The outputs of ``config`` on ``instance`` at ``fidelity``, plus ``cost/seconds``."""
+
+    def evaluate_many(self, configs: Sequence[Mapping[str, Any]], instance: str,
+                      fidelities: Sequence[float]) -> list[dict[str, Any]]:
+        """``[evaluate(c, instance, f) for c, f in zip(configs, fidelities)]``; a blackbox may answer
+        the whole batch at once (a surrogate in one inference call)."""
+        check_lengths(configs, fidelities)
+        return [self.evaluate(c, instance, f) for c, f in zip(configs, fidelities, strict=True)]

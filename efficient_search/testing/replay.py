@@ -11,10 +11,30 @@ knows them). Two ways to replay a row:
 - :class:`ReplaySimulation`: the same trials driven in-process through the same Ray ``Searcher`` and
   ``TrialScheduler`` objects, the way Tune's controller calls them with one trial running at a time,
   on a simulated clock (hundreds of searches fit in minutes on 2 cores).
+
+The simulation replays any :class:`ReplaySource`: a :class:`ReplayTable`, or a blackbox on one
+instance (:class:`~efficient_search.testing.replay_blackbox.BlackboxReplay`, configs over the real
+hyperparameters). Budget steps are whole numbers ``1..max_steps`` (epochs, or the points of a
+fidelity grid). How a trial's steps are charged to the clock:
+
+- a *continuable* fidelity (epochs) continues: step ``k`` costs ``max(0, seconds(k) - seconds(k-1))``
+  of the source's cumulative seconds (a surrogate's need not be monotone); a trial whose config sets
+  ``fidelity_restart`` (a restart promotion) trains from step 1 again when it resumes;
+- a *non-continuable* fidelity (a training-set fraction) restarts: every step is a run from scratch
+  that costs ``seconds(k)`` in full. A trial whose config sets ``epochs`` (the scheduler asks for one
+  fidelity: freeze-thaw, layer-freezing rungs) runs that step alone; otherwise (ASHA, HyperBand,
+  FIFO) it steps up one fidelity at a time, each a fresh run.
+
+Each step reports the metric, ``training_iteration`` (the step: what Ray's ASHA/HyperBand and our
+schedulers count with ``time_attr="training_iteration"``), the source's ``fidelity/*`` keys
+(``fidelity/epoch`` for epochs), ``cost/seconds`` (seconds charged to the trial so far) and
+``time_this_iter_s`` (this step's charge). The clock advances only by charges; the incumbent follows
+the source's mode.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from ray import tune
@@ -30,11 +50,37 @@ from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
+from efficient_search.fidelity import EPOCHS, is_restart
 from efficient_search.surrogate.meta_dataset import MetaDataset
 from efficient_search.testing.schedulers import WhitelistedController
 
 METRIC = "accuracy"
 CONFIG_KEY = "config"
+COST_KEY = "cost/seconds"
+
+
+class ReplaySource(Protocol):
+    """What a :class:`ReplaySimulation` replays: a metric per (config, budget step) and its cost."""
+
+    @property
+    def metric(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def max_steps(self) -> int: ...
+
+    @property
+    def continuable(self) -> bool: ...
+
+    def steps(self, config: Mapping[str, Any]) -> int:
+        """Budget steps ``config`` can run (a recorded run may have stopped early)."""
+        ...
+
+    def result(self, config: Mapping[str, Any], step: int) -> tuple[float, float, dict[str, Any]]:
+        """``(metric, seconds of a run from scratch up to step, fidelity keys)`` for ``config``."""
+        ...
 
 
 @dataclass
@@ -96,6 +142,26 @@ class ReplayTable:
         meta = self.data.meta_features
         return None if meta.shape[1] == 0 else {str(k): float(v) for k, v in meta.loc[self.name].items()}
 
+    # -- ReplaySource ------------------------------------------------------------------------------
+    metric = METRIC
+    mode = "max"
+    continuable = True
+
+    @property
+    def max_steps(self) -> int:
+        return self.max_epochs
+
+    def steps(self, config: Mapping[str, Any]) -> int:
+        return self.length(self.row(config))
+
+    def result(self, config: Mapping[str, Any], step: int) -> tuple[float, float, dict[str, Any]]:
+        row = self.row(config)
+        return self.value(row, step), float(self._cumulative[row, step - 1]), {"fidelity/epoch": step}
+
+    @functools.cached_property
+    def _cumulative(self) -> np.ndarray:
+        return self.data.cumulative_costs()  # unknown steps cost 0, as in cost()
+
 
 def replay_trainable(table: ReplayTable) -> Callable[[dict[str, Any]], None]:
     """A Tune function trainable replaying ``table``'s rows up to ``config["epochs"]`` (default all)."""
@@ -143,43 +209,67 @@ class _Controller(WhitelistedController):
         super().stop_trial(trial)
 
 
+@dataclass(frozen=True)
+class ReplayStep:
+    """One reported step: which trial, which budget step, its value, what it cost, the clock after."""
+
+    trial_id: str
+    step: int
+    value: float
+    charge: float
+    clock: float
+
+
 @dataclass
 class ReplayOutcome:
-    """What one replayed search reached: the incumbent after each epoch, on the simulated clock."""
+    """What one replayed search reached: the incumbent after each step, on the simulated clock."""
 
+    mode: str = "max"
     times: list[float] = field(default_factory=list)
     incumbents: list[float] = field(default_factory=list)
-    epochs: int = 0
+    epochs: int = 0  # budget steps run
     trials: int = 0
     overhead_s: float = 0.0  # wall seconds spent inside the searcher and scheduler
+    log: list[ReplayStep] = field(default_factory=list)
 
     def incumbent_at(self, t: float) -> float:
         """The best value seen by simulated time ``t`` (NaN before the first)."""
         i = int(np.searchsorted(np.asarray(self.times), t, side="right"))
         return self.incumbents[i - 1] if i else math.nan
 
+    def regret_at(self, t: float, *, best: float, worst: float) -> float:
+        """Normalised regret at time ``t``: 0 at ``best``, 1 at ``worst`` or before any result, capped
+        at 1 (a low-fidelity value may be worse than ``worst``); below 0 if ``best`` was beaten."""
+        value = self.incumbent_at(t)
+        if not math.isfinite(value):
+            return 1.0
+        sign = 1.0 if self.mode == "max" else -1.0
+        return min(1.0, sign * (best - value) / max(sign * (best - worst), 1e-12))
+
 
 class ReplaySimulation:
-    """Drive ``searcher`` + ``scheduler`` over ``table`` with one trial at a time for ``budget_s``
-    simulated seconds, calling them as Tune's controller does (at most one pending trial)."""
+    """Drive ``searcher`` + ``scheduler`` over ``source`` (a :class:`ReplaySource`) with one trial at
+    a time for ``budget_s`` simulated seconds, calling them as Tune's controller does (at most one
+    pending trial). See the module docstring for how steps are charged."""
 
     def __init__(
         self,
-        table: ReplayTable,
+        source: ReplaySource,
         searcher: Searcher,
         scheduler: TrialScheduler,
         *,
         budget_s: float,
         max_trials: int = 10_000,
     ):
-        self.table, self.searcher, self.scheduler = table, searcher, scheduler
+        self.source, self.searcher, self.scheduler = source, searcher, scheduler
+        self.table = source  # the name older callers use
         self.budget_s, self.max_trials = float(budget_s), max_trials
         self.controller = _Controller(searcher)
         self.controller.scheduler = scheduler
         self.progress: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
         self.clock = 0.0
-        self.outcome = ReplayOutcome()
+        self.outcome = ReplayOutcome(mode=source.mode)
         self._searcher_done = False
 
     def _timed(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -219,53 +309,69 @@ class ReplaySimulation:
                 break
         return self.outcome
 
-    def _record(self, value: float) -> None:
-        best = self.outcome.incumbents[-1] if self.outcome.incumbents else -math.inf
+    def _record(self, trial_id: str, step: int, value: float, charge: float) -> None:
+        best = self.outcome.incumbents[-1] if self.outcome.incumbents else math.nan
+        if math.isfinite(value) and not (
+            math.isfinite(best) and (value <= best if self.outcome.mode == "max" else value >= best)
+        ):
+            best = value
         self.outcome.times.append(self.clock)
-        self.outcome.incumbents.append(max(best, value) if math.isfinite(value) else best)
+        self.outcome.incumbents.append(best)
+        self.outcome.log.append(ReplayStep(trial_id, step, value, charge, self.clock))
 
     def _finish(self, trial: Trial, result: dict[str, Any]) -> None:
         trial.set_status(Trial.TERMINATED)
         self._timed(self.scheduler.on_trial_complete, self.controller, trial, result)
         self._timed(self.searcher.on_trial_complete, trial.trial_id, result)
 
+    def _plan(self, config: Mapping[str, Any], progress: int, end: int) -> list[int]:
+        """The steps a trial at ``progress`` runs now to reach ``end`` (module docstring)."""
+        if not self.source.continuable:
+            return [end] if config.get(EPOCHS) else list(range(progress + 1, end + 1))
+        return list(range(1 if is_restart(config) else progress + 1, end + 1))
+
+    def _charge(self, config: Mapping[str, Any], step: int, seconds: float) -> float:
+        """Seconds step ``step`` adds to the clock, given the source's cumulative ``seconds``."""
+        if not self.source.continuable or step == 1:
+            return max(seconds, 0.0)
+        return max(seconds - self.source.result(config, step - 1)[1], 0.0)
+
     def _run(self, trial: Trial) -> bool:
         """Run ``trial`` until it pauses or ends; False when the budget ran out."""
-        row = self.table.row(trial.config)
-        epoch = self.progress.get(trial.trial_id, 0)
+        config, trial_id = trial.config, trial.trial_id
         trial.set_status(Trial.RUNNING)
-        end = min(int(trial.config.get("epochs") or self.table.max_epochs), self.table.length(row))
-        if epoch >= end:  # nothing left to train: Tune completes the trial with its last result
+        end = min(int(config.get(EPOCHS) or self.source.max_steps), self.source.steps(config))
+        plan = self._plan(config, self.progress.get(trial_id, 0), end)
+        if not plan:  # nothing left to train: Tune completes the trial with its last result
             self._finish(trial, dict(trial.run_metadata.last_result or {}))
             return True
-        while epoch < end:
-            epoch += 1
-            cost = self.table.cost(row, epoch)
-            self.clock += cost
-            self.seconds[trial.trial_id] = self.seconds.get(trial.trial_id, 0.0) + cost
-            value = self.table.value(row, epoch)
+        for step in plan:
+            value, seconds, fidelity = self.source.result(config, step)
+            charge = self._charge(config, step, seconds)
+            self.clock += charge
+            self.seconds[trial_id] = self.seconds.get(trial_id, 0.0) + charge
             self.outcome.epochs += 1
-            self._record(value)
+            self._record(trial_id, step, value, charge)
             result = {
-                METRIC: value,
-                "fidelity/epoch": epoch,
-                "training_iteration": epoch,
-                "cost/seconds": self.seconds[trial.trial_id],
-                "time_this_iter_s": cost,
-                "trial_id": trial.trial_id,
+                **fidelity,
+                self.source.metric: value,
+                "training_iteration": step,
+                COST_KEY: self.seconds[trial_id],
+                "time_this_iter_s": charge,
+                "trial_id": trial_id,
             }
             trial.run_metadata.last_result = dict(result)
-            self.progress[trial.trial_id] = epoch
+            self.progress[trial_id] = step
             decision = self._timed(self.scheduler.on_trial_result, self.controller, trial, result)
             if decision != TrialScheduler.STOP:
-                self._timed(self.searcher.on_trial_result, trial.trial_id, result)
+                self._timed(self.searcher.on_trial_result, trial_id, result)
             if self.clock >= self.budget_s:
                 return False
             if decision == TrialScheduler.PAUSE:
                 self._timed(self.scheduler.choose_trial_to_run, self.controller)  # Tune asks while saving
                 trial.set_status(Trial.PAUSED)
                 return True
-            if decision == TrialScheduler.STOP or epoch >= end or trial.status == Trial.TERMINATED:
+            if decision == TrialScheduler.STOP or step >= end or trial.status == Trial.TERMINATED:
                 if trial.status != Trial.TERMINATED:
                     self._finish(trial, result)
                 return True
