@@ -1,0 +1,164 @@
+"""The searcher + scheduler pairs `hpo_suite.py` compares, each built fresh per (instance, seed) on the
+same real space (``source.space()``), objective, seed and budget-step counter (``training_iteration``).
+
+Ours (efficient_search objects):
+
+- ``quicktune+freeze_thaw``: QuickTuneSearcher with the surrogate meta-trained on the scenario's other
+  instances + FreezeThawScheduler (one budget step per pause);
+- ``quicktune_no_meta+freeze_thaw`` (ablation): the same pair with no meta-training: the searcher's
+  ``surrogate=None`` mode, the deep-kernel surrogate fitted on the run's own curves (smaller sizes,
+  ``ONLINE_SETTINGS``), after ``initial_random`` random configs;
+- ``evolution+asha``: EvolutionarySearcher (regularised evolution) + RestorableASHA;
+- ``random+sh``: OptunaSearcher (RandomSampler) + LayerFreezingScheduler's successive-halving rungs
+  over the blackbox's fidelity (the rungs' layer counts are labels a blackbox ignores; ``continue``
+  promotion on a continuable fidelity, ``restart`` otherwise). Left out when the fidelity has fewer
+  than ``ETA`` steps.
+
+Peers (the libraries' own objects, default settings):
+
+- ``random``: Ray's OptunaSearch with Optuna's RandomSampler + FIFO (every trial to the maximum);
+- ``random+asha``: the same + Ray's AsyncHyperBandScheduler;
+- ``bohb``: Ray's TuneBOHB + HyperBandForBOHB (needs ``hpbandster`` and ``ConfigSpace``);
+- ``tpe+asha``: Ray's OptunaSearch with Optuna's TPESampler + Ray's AsyncHyperBandScheduler;
+- ``tpe+hyperband``: the same TPE + Ray's HyperBandScheduler (synchronous brackets; Ray's opens with
+  its full-budget bracket).
+
+All schedulers use ``reduction_factor=ETA``, ``grace_period=1`` (ASHA) and ``max_t`` = the fidelity's
+number of budget steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from efficient_search.schedulers import FreezeThawScheduler, LayerFreezingScheduler, RestorableASHA
+from efficient_search.searchers import EvolutionarySearcher, OptunaSearcher, QuickTuneSearcher
+from efficient_search.testing.replay_blackbox import BlackboxReplay
+
+OURS = "quicktune+freeze_thaw"
+ABLATION = "quicktune_no_meta+freeze_thaw"
+ETA = 3
+MAX_RUNGS = 4
+TIME_ATTR = "training_iteration"
+Pair = tuple[Searcher, TrialScheduler]
+
+
+@dataclass(frozen=True)
+class Method:
+    """How to build one method's pair; ``ours`` marks efficient_search's own methods."""
+
+    name: str
+    build: Callable[[BlackboxReplay, int, Any], Pair]
+    ours: bool
+
+
+def _objective(source: BlackboxReplay) -> dict[str, Any]:
+    return {"metric": source.metric, "mode": source.mode}
+
+
+def _quicktune(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    searcher = QuickTuneSearcher(source.space(), **_objective(source), seed=seed, surrogate=surrogate,
+                                 time_attr=TIME_ATTR)
+    return searcher, FreezeThawScheduler(searcher=searcher, max_t=source.max_steps, time_attr=TIME_ATTR)
+
+
+def quicktune(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    return _quicktune(source, seed, surrogate)
+
+
+def quicktune_no_meta(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    return _quicktune(source, seed, None)
+
+
+def _ray_asha(source: BlackboxReplay) -> TrialScheduler:
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    return AsyncHyperBandScheduler(time_attr=TIME_ATTR, max_t=source.max_steps, grace_period=1,
+                                   reduction_factor=ETA, **_objective(source))
+
+
+def evolution_asha(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    searcher = EvolutionarySearcher(source.space(), **_objective(source), seed=seed)
+    return searcher, RestorableASHA(seed=seed, time_attr=TIME_ATTR, max_t=source.max_steps, grace_period=1,
+                                    reduction_factor=ETA, **_objective(source))
+
+
+def rungs(steps: int) -> int:
+    """Successive-halving rungs that fit ``steps`` budget steps with reduction factor ``ETA``."""
+    return min(MAX_RUNGS, 1 + int(math.floor(math.log(steps, ETA) + 1e-9))) if steps >= 1 else 1
+
+
+def random_sh(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    count = rungs(source.max_steps)
+    top = ETA ** (count - 1)
+    scheduler = LayerFreezingScheduler(
+        max_trainable_layers=top, min_trainable_layers=1, reduction_factor=ETA, epochs=source.max_steps,
+        min_epochs=max(1, math.ceil(source.max_steps / top)),
+        promotion="continue" if source.continuable else "restart", time_attr=TIME_ATTR, **_objective(source))
+    return OptunaSearcher(source.space(), **_objective(source), sampler="random", seed=seed), scheduler
+
+
+def _ray_optuna(source: BlackboxReplay, seed: int, sampler: str) -> Searcher:
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    made = (optuna.samplers.TPESampler(seed=seed) if sampler == "tpe"
+            else optuna.samplers.RandomSampler(seed=seed))
+    return OptunaSearch(OptunaSearch.convert_search_space(source.space()), **_objective(source),
+                        sampler=made)
+
+
+def random_fifo(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    return _ray_optuna(source, seed, "random"), FIFOScheduler()
+
+
+def random_asha(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    return _ray_optuna(source, seed, "random"), _ray_asha(source)
+
+
+def bohb(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    from ray.tune.schedulers import HyperBandForBOHB
+    from ray.tune.search.bohb import TuneBOHB
+
+    searcher = TuneBOHB(source.space(), **_objective(source), seed=seed)
+    return searcher, HyperBandForBOHB(time_attr=TIME_ATTR, max_t=source.max_steps, reduction_factor=ETA,
+                                      **_objective(source))
+
+
+def tpe_asha(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    return _ray_optuna(source, seed, "tpe"), _ray_asha(source)
+
+
+def tpe_hyperband(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+    from ray.tune.schedulers import HyperBandScheduler
+
+    return _ray_optuna(source, seed, "tpe"), HyperBandScheduler(
+        time_attr=TIME_ATTR, max_t=source.max_steps, reduction_factor=ETA, **_objective(source))
+
+
+def bohb_available() -> bool:
+    try:
+        import ConfigSpace  # noqa: F401
+        import hpbandster  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def all_methods(steps: int) -> list[Method]:
+    """Every method that can run on a fidelity of ``steps`` budget steps, with what it needs."""
+    found = [Method(OURS, quicktune, True), Method(ABLATION, quicktune_no_meta, True),
+             Method("evolution+asha", evolution_asha, True)]
+    if rungs(steps) >= 2:
+        found.append(Method("random+sh", random_sh, True))
+    found += [Method("random", random_fifo, False), Method("random+asha", random_asha, False)]
+    if bohb_available():
+        found.append(Method("bohb", bohb, False))
+    found += [Method("tpe+asha", tpe_asha, False), Method("tpe+hyperband", tpe_hyperband, False)]
+    return found
