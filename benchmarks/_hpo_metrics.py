@@ -75,7 +75,7 @@ def plot(curves: dict[str, list[np.ndarray]], frame: pd.DataFrame, ours: str, ti
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.2))
     ranked = ranks(frame)
     for method, runs in curves.items():
         if not runs:
@@ -97,5 +97,5 @@ def plot(curves: dict[str, list[np.ndarray]], frame: pd.DataFrame, ours: str, ti
     right.set_ylabel("average rank (1 = best)")
     right.invert_yaxis()
     right.set_xticks([f * 100 for f in FRACTIONS])
-    right.legend(fontsize=7, loc="best")
+    right.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -54,8 +54,10 @@ from efficient_search.testing.replay_blackbox import BlackboxReplay
 
 NAME = "hpo_suite"
 #: Quick mode keeps the surrogate's default meta-training steps and samples fewer curves.
-QUICK = {"instances": 2, "seeds": 1, "budget_runs": 3.0, "meta_configs": 32, "meta_steps": 1000}
-FULL = {"instances": 0, "seeds": 5, "budget_runs": 10.0, "meta_configs": 64, "meta_steps": 1000}
+QUICK: dict[str, Any] = {"instances": 2, "seeds": 1, "budget_runs": 3.0, "meta_configs": 32,
+                         "meta_steps": 1000}
+FULL: dict[str, Any] = {"instances": 0, "seeds": 5, "budget_runs": 10.0, "meta_configs": 64,
+                        "meta_steps": 1000}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

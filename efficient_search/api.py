@@ -165,77 +165,82 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
     space_description = describe_space(space)
     if spec.resume:
         check_same_space(store, spec.name, space_description)
+    # One live driver per experiment (see efficient_search.store.owner): claimed before Ray starts,
+    # given back however the run ends; a crashed driver's claim lapses by itself.
+    store.claim(spec.name)
+    try:
+        import ray
+        from ray import tune
 
-    import ray
-    from ray import tune
+        from efficient_search.trial import KEEP_CHECKPOINTS, cpus_per_trial, make_trainable
 
-    from efficient_search.trial import KEEP_CHECKPOINTS, cpus_per_trial, make_trainable
-
-    if not ray.is_initialized():
-        start_ray(cpus_per_trial(spec.resources))
-    # Keeping two checkpoints per trial makes Tune snapshot the experiment after every other
-    # checkpoint, on purpose (a resume loses little); its warning about that is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
-                               seed=spec.seed, storage_path=storage_path, experiment=spec.name,
-                               max_failures=spec.max_failures)
-    callback = ParquetStoreCallback(
-        store,
-        experiment=spec.name,
-        searcher=_name(spec.searcher),
-        scheduler=_name(spec.scheduler),
-        seed=spec.seed,
-        hardware=describe_hardware(spec.resources),
-        metadata={"spec": spec.to_dict(), "metric": primary, "mode": primary_mode,
-                  "space": space_description,
-                  **({"objectives": metric, "modes": mode} if isinstance(metric, list) else {})},
-    )
-    experiment_path = inside_root(storage_path, spec.name, field="name")
-    can_restore = tune.Tuner.can_restore(experiment_path)
-    if spec.resume and not can_restore:
-        if store.keys(spec.name):
-            raise ValueError(
-                f"Experiment {spec.name!r} has results in the store {store.root!r}, but Ray's saved "
-                f"state of it is not at {experiment_path!r}, so it cannot be resumed. Fix: pass the "
-                "`storage_path` it ran with, or choose a new name."
-            )
-        print(f"efficient-search: nothing to resume at {experiment_path}; starting "
-              f"{spec.name!r} afresh.", flush=True)
-    if spec.resume and can_restore:
-        drop_pending_pauses(experiment_path)  # stale PAUSEs would strand restored trials
-        tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
-                                   resume_errored=False, restart_errored=False)
-        # Tune goes on with the scheduler it pickled when the experiment started, not ours.
-        restored = restored_scheduler(tuner)
-        check_resumable(scheduler if restored is None else restored, store, spec)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                # Several objectives live in the searcher; Tune would hand it (and overwrite
-                # them with) the first one only.
-                metric=None if isinstance(metric, list) else primary,
-                mode=None if isinstance(mode, list) else primary_mode,
-                search_alg=searcher,
-                scheduler=scheduler,
-                num_samples=spec.num_samples,
-                max_concurrent_trials=(spec.max_concurrent_trials
-                                       if isinstance(searcher, Searcher) else None),
-                time_budget_s=spec.time_budget_s,
-                reuse_actors=False,
-            ),
-            run_config=tune.RunConfig(
-                name=spec.name,
-                storage_path=storage_path,
-                callbacks=[callback, *_state_callbacks(scheduler), *callbacks],
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-                verbose=spec.verbose,
-            ),
+        if not ray.is_initialized():
+            start_ray(cpus_per_trial(spec.resources))
+        # Keeping two checkpoints per trial makes Tune snapshot the experiment after every other
+        # checkpoint, on purpose (a resume loses little); its warning about that is noise here.
+        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+        trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
+                                   seed=spec.seed, storage_path=storage_path, experiment=spec.name,
+                                   max_failures=spec.max_failures)
+        callback = ParquetStoreCallback(
+            store,
+            experiment=spec.name,
+            searcher=_name(spec.searcher),
+            scheduler=_name(spec.scheduler),
+            seed=spec.seed,
+            hardware=describe_hardware(spec.resources),
+            metadata={"spec": spec.to_dict(), "metric": primary, "mode": primary_mode,
+                      "space": space_description,
+                      **({"objectives": metric, "modes": mode} if isinstance(metric, list) else {})},
         )
-    grid = tuner.fit()
-    return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
+        experiment_path = inside_root(storage_path, spec.name, field="name")
+        can_restore = tune.Tuner.can_restore(experiment_path)
+        if spec.resume and not can_restore:
+            if store.keys(spec.name):
+                raise ValueError(
+                    f"Experiment {spec.name!r} has results in the store {store.root!r}, but Ray's saved "
+                    f"state of it is not at {experiment_path!r}, so it cannot be resumed. Fix: pass the "
+                    "`storage_path` it ran with, or choose a new name."
+                )
+            print(f"efficient-search: nothing to resume at {experiment_path}; starting "
+                  f"{spec.name!r} afresh.", flush=True)
+        if spec.resume and can_restore:
+            drop_pending_pauses(experiment_path)  # stale PAUSEs would strand restored trials
+            tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
+                                       resume_errored=False, restart_errored=False)
+            # Tune goes on with the scheduler it pickled when the experiment started, not ours.
+            restored = restored_scheduler(tuner)
+            check_resumable(scheduler if restored is None else restored, store, spec)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    # Several objectives live in the searcher; Tune would hand it (and overwrite
+                    # them with) the first one only.
+                    metric=None if isinstance(metric, list) else primary,
+                    mode=None if isinstance(mode, list) else primary_mode,
+                    search_alg=searcher,
+                    scheduler=scheduler,
+                    num_samples=spec.num_samples,
+                    max_concurrent_trials=(spec.max_concurrent_trials
+                                           if isinstance(searcher, Searcher) else None),
+                    time_budget_s=spec.time_budget_s,
+                    reuse_actors=False,
+                ),
+                run_config=tune.RunConfig(
+                    name=spec.name,
+                    storage_path=storage_path,
+                    callbacks=[callback, *_state_callbacks(scheduler), *callbacks],
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+                    verbose=spec.verbose,
+                ),
+            )
+        grid = tuner.fit()
+        return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
+    finally:
+        store.release(spec.name)
 
 
 def resume(store: str | os.PathLike[str], experiment: str, **overrides: Any) -> RunResult:

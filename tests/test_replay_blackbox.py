@@ -320,8 +320,8 @@ def test_suite_meta_trains_without_the_tuned_instance(suite: Any) -> None:
     from efficient_search.surrogate import MetaDataset
 
     data = MetaDataset(configs=pd.DataFrame({"x": [1.0, 2.0, 3.0]}), curves=np.ones((3, 2)),
-                       costs=np.ones((3, 2)), datasets=["a", "b", "c"], budgets=[1, 2], metric="m",
-                       mode="max")
+                       costs=np.ones((3, 2)), datasets=np.asarray(["a", "b", "c"]), budgets=np.arange(1, 3),
+                       metric="m", mode="max")
     assert suite.leave_one_out(data, "b").dataset_names == ["a", "c"]
 
 

@@ -13,14 +13,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pytest
 
+import efficient_search as es
+from efficient_search.durable import atomic_write
 from efficient_search.store import ExperimentInUseError, ParquetStore, ParquetStoreCallback
-from efficient_search.store.owner import OWNER_FILE, Owner
+from efficient_search.store.owner import OWNER_FILE, ExperimentClaim, Owner
 
 BATCHES = 120
 
@@ -154,7 +157,7 @@ def write_owner(root: Path, experiment: str, *, heartbeat_age_s: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     owner = Owner(host="ray-head-7f9c", machine="ray-head-7f9c||", pid=1, started=time.time() - 3600,
                   heartbeat=time.time() - heartbeat_age_s, token="elsewhere")
-    (folder / OWNER_FILE).write_bytes(owner.to_bytes())
+    atomic_write(folder / OWNER_FILE, owner.to_bytes())  # as a driver writes it: never half a file
 
 
 def test_a_driver_on_another_machine_blocks_until_its_heartbeat_goes_stale(tmp_path: Path) -> None:
@@ -170,6 +173,21 @@ def test_a_driver_on_another_machine_blocks_until_its_heartbeat_goes_stale(tmp_p
     store.release("exp")
 
 
+def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def lost(claim: ExperimentClaim) -> bool:
+    try:
+        claim.check()
+    except ExperimentInUseError:
+        return True
+    return False
+
+
 def test_a_driver_whose_claim_was_taken_over_stops_writing(tmp_path: Path) -> None:
     root = tmp_path / "store"
     store = ParquetStore(root)
@@ -179,16 +197,29 @@ def test_a_driver_whose_claim_was_taken_over_stops_writing(tmp_path: Path) -> No
     callback.add("t1", {"lr": 0.1}, {"training_iteration": 1, "loss": 1.0}, "RUNNING")
     assert callback.flush() == 1
     before = claim.owner.heartbeat
-    time.sleep(0.3)
-    assert store.owner("exp").heartbeat > before  # the heartbeat runs
+    eventually(lambda: store.owner("exp").heartbeat > before)  # the heartbeat runs
     write_owner(root, "exp", heartbeat_age_s=0)  # another driver took over
-    time.sleep(0.3)
+    eventually(lambda: lost(claim))  # its next heartbeat notices
     callback.add("t1", {"lr": 0.1}, {"training_iteration": 2, "loss": 0.5}, "RUNNING")
     with pytest.raises(ExperimentInUseError, match="took the experiment over"):
         callback.flush()
     assert len(store.results("exp")) == 1
     store.release("exp")
     assert store.owner("exp").token == "elsewhere"  # the other driver's claim stays
+
+
+def test_run_refuses_an_experiment_a_live_driver_writes(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    holder = hold(root, "digits-busy")
+    try:
+        started = time.monotonic()
+        with pytest.raises(ExperimentInUseError, match=r"'digits-busy'.*pid \d+.*Fix: choose another"):
+            es.run({"name": "digits-busy", "task": "digits", "num_samples": 1, "store": str(root),
+                    "resources": {"num_workers": 0, "cpus_per_worker": 1}, "verbose": 0})
+        assert time.monotonic() - started < 30  # refused before Ray starts
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_claims_work_on_stores_without_file_locks(tmp_path: Path) -> None:

@@ -145,7 +145,10 @@ def sample_meta_dataset(blackbox: Blackbox, instances: Sequence[str], *, configs
     check_int("configs_per_instance", configs_per_instance, min=1)
     metric, mode = metric_mode(blackbox, metric, mode)
     steps = fidelity_steps(blackbox.fidelity, points)
-    configs, curves, costs, names = [], [], [], []
+    configs: list[dict[str, Any]] = []
+    curves: list[np.ndarray] = []
+    costs: list[np.ndarray] = []
+    names: list[str] = []
     for instance in instances:
         sampled = sample_configs(blackbox.space(), configs_per_instance, _seed(seed, str(instance)))
         values, seconds = sample_curves(blackbox, instance, sampled, steps, metric)
