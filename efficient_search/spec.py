@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from efficient_search.store.parquet import validate_experiment_name
+from efficient_search.validate import check_choice, check_int, check_mapping, check_number, type_error
 
 STRATEGIES = ("ddp", "deepspeed")
 
@@ -35,8 +35,8 @@ def _check_objectives(metric: Any, mode: Any) -> None:
     """``metric``/``mode``: a name and min/max, or equally long lists of them."""
     metrics = metric if isinstance(metric, list) else [metric]
     if metric is not None and (not metrics or not all(isinstance(m, str) and m for m in metrics)):
-        raise _type_error("", "metric", metric, "a string or a list of strings",
-                          "val_accuracy (or [val_perplexity, params])")
+        raise type_error("metric", metric, "a string or a list of strings",
+                         "val_accuracy (or [val_perplexity, params])")
     if isinstance(metric, list) and len(metric) < 2:
         raise ValueError(f"`metric` {metric!r} lists one objective. Fix: metric: {metric[0]!r}."
                          if metric else "`metric` is an empty list. Fix: name an objective.")
@@ -56,30 +56,6 @@ def _check_objectives(metric: Any, mode: Any) -> None:
     if isinstance(metric, list) and isinstance(mode, list) and len(mode) != len(metric):
         raise ValueError(f"`mode` {mode!r} needs one entry per metric in {metric!r}. Fix: e.g. "
                          f"mode: {['min'] * len(metric)}.")
-
-
-def _type_error(owner: str, name: str, value: Any, expected: str, example: str) -> TypeError:
-    return TypeError(
-        f"`{owner}{name}` must be {expected}, but got {value!r} ({type(value).__name__}). "
-        f"Fix: e.g. {name}: {example}."
-    )
-
-
-def _check_number(owner: str, name: str, value: Any, *, integer: bool, minimum: float,
-                  optional: bool = False, example: str = "1") -> None:
-    if value is None and optional:
-        return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        expected = "an integer" if integer else "a number"
-        raise _type_error(owner, name, value, expected + (" or null" if optional else ""), example)
-    if not math.isfinite(value) or value < minimum:
-        raise ValueError(f"`{owner}{name}` must be a finite number >= {minimum}, but got {value!r}.")
-
-
-def _check_mapping(owner: str, name: str, value: Any) -> None:
-    if not isinstance(value, Mapping):
-        raise _type_error(owner, name, value, "a mapping", "{key: value}")
 
 
 def _unknown_fields(cls: type, data: Mapping[str, Any], owner: str) -> None:
@@ -110,18 +86,12 @@ class Resources:
     """DeepSpeed config merged over the defaults (ZeRO stage 1, fp32) when strategy is deepspeed."""
 
     def __post_init__(self) -> None:
-        o = "resources."
-        _check_number(o, "num_workers", self.num_workers, integer=True, minimum=0, example="2")
-        _check_number(o, "cpus_per_worker", self.cpus_per_worker, integer=False, minimum=0)
-        _check_number(o, "gpus_per_worker", self.gpus_per_worker, integer=False, minimum=0,
-                      example="0")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(
-                f"`resources.strategy` must be one of {', '.join(STRATEGIES)}, but got "
-                f"{self.strategy!r}. Fix: strategy: ddp."
-            )
+        check_int("resources.num_workers", self.num_workers, min=0, example="2")
+        check_number("resources.cpus_per_worker", self.cpus_per_worker, min=0, example="1")
+        check_number("resources.gpus_per_worker", self.gpus_per_worker, min=0, example="0")
+        check_choice("resources.strategy", self.strategy, STRATEGIES, fix="strategy: ddp.")
         if self.deepspeed_config is not None:
-            _check_mapping(o, "deepspeed_config", self.deepspeed_config)
+            check_mapping("resources.deepspeed_config", self.deepspeed_config)
         fp16 = (self.deepspeed_config or {}).get("fp16", {})
         if self.gpus_per_worker == 0 and isinstance(fp16, Mapping) and fp16.get("enabled"):
             raise ValueError(
@@ -148,7 +118,7 @@ class Resources:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Resources:
-        _check_mapping("", "resources", data)
+        check_mapping("resources", data)
         _unknown_fields(cls, data, "resources.")
         return cls(**data)
 
@@ -205,37 +175,34 @@ class ExperimentSpec:
         if isinstance(self.resources, Mapping):
             self.resources = Resources.from_dict(self.resources)
         elif not isinstance(self.resources, Resources):
-            raise _type_error("", "resources", self.resources, "a mapping", "{num_workers: 2}")
+            raise type_error("resources", self.resources, "a mapping", "{num_workers: 2}")
         validate_experiment_name(self.name, "name")
         for name, example in (("task", "digits"), ("store", "./results")):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
-                raise _type_error("", name, value, "a non-empty string", example)
+                raise type_error(name, value, "a non-empty string", example)
         for name in ("task_options", "searcher_options", "scheduler_options"):
-            _check_mapping("", name, getattr(self, name))
+            check_mapping(name, getattr(self, name))
         _check_objectives(self.metric, self.mode)
-        _check_number("", "num_samples", self.num_samples, integer=True, minimum=1, example="8")
-        _check_number("", "max_concurrent_trials", self.max_concurrent_trials, integer=True,
-                      minimum=1, optional=True, example="2")
-        _check_number("", "time_budget_s", self.time_budget_s, integer=False, minimum=0,
-                      optional=True, example="600")
-        _check_number("", "seed", self.seed, integer=True, minimum=0, example="0")
-        _check_number("", "max_failures", self.max_failures, integer=True, minimum=0, example="2")
+        check_int("num_samples", self.num_samples, min=1, example="8")
+        check_int("max_concurrent_trials", self.max_concurrent_trials, min=1, optional=True, example="2")
+        check_number("time_budget_s", self.time_budget_s, min=0, optional=True, example="600")
+        check_int("seed", self.seed, min=0, example="0")
+        check_int("max_failures", self.max_failures, min=0, example="2")
         if self.storage_path is not None and not isinstance(self.storage_path, str):
-            raise _type_error("", "storage_path", self.storage_path, "a string", "/tmp/ray")
-        if isinstance(self.verbose, bool) or self.verbose not in (0, 1, 2, 3):
-            raise ValueError(f"`verbose` must be 0, 1, 2 or 3, but got {self.verbose!r}.")
+            raise type_error("storage_path", self.storage_path, "a string", "/tmp/ray")
+        check_int("verbose", self.verbose, min=0, max=3, expected="0, 1, 2 or 3")
         if not isinstance(self.resume, bool):
-            raise _type_error("", "resume", self.resume, "true or false", "true")
+            raise type_error("resume", self.resume, "true or false", "true")
         for name in ("searcher", "scheduler"):
             value = getattr(self, name)
             if not isinstance(value, str) and isinstance(value, (int, float, Mapping, list)):
-                raise _type_error("", name, value, "a registered name or a Ray object", "random")
+                raise type_error(name, value, "a registered name or a Ray object", "random")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentSpec:
         """Build a spec from plain data, rejecting unknown fields with a suggestion."""
-        _check_mapping("", "spec", data)
+        check_mapping("spec", data)
         _unknown_fields(cls, data, "")
         if "name" not in data:
             raise ValueError("The spec has no `name`. Fix: add e.g. name: digits-demo.")

@@ -40,6 +40,7 @@ from efficient_search.fidelity import EPOCHS
 from efficient_search.schedulers.state import Restorable
 from efficient_search.searchers.quicktune import QuickTuneSearcher, observe_result
 from efficient_search.searchers.quicktune_model import QuickTuneModel
+from efficient_search.validate import check_int, check_number
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -98,20 +99,10 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
     ):
         super().__init__()
         for name, value in (("max_t", max_t), ("budget_step", budget_step)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1 (epochs), but got {value!r}.")
-        if patience is not None and (
-            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
-        ):
-            raise ValueError(f"`patience` must be an integer >= 1 or None, but got {patience!r}.")
-        if cost_budget_s is not None and (
-            isinstance(cost_budget_s, bool)
-            or not isinstance(cost_budget_s, (int, float))
-            or not cost_budget_s > 0
-        ):
-            raise ValueError(
-                f"`cost_budget_s` must be a number of seconds > 0 or None, but got {cost_budget_s!r}."
-            )
+            check_int(name, value, min=1, expected="an integer >= 1 (epochs)")
+        check_int("patience", patience, min=1, optional=True)
+        check_number("cost_budget_s", cost_budget_s, above=0, optional=True,
+                     expected="a number of seconds > 0 or None")
         if mode not in (None, "min", "max"):
             raise ValueError(f"`mode` must be 'min' or 'max', but got {mode!r}.")
         if searcher is not None and not isinstance(searcher, QuickTuneSearcher):

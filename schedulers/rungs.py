@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from efficient_search.validate import check_int, check_number
+
 STATE_VERSION = 1
 
 
@@ -48,15 +50,13 @@ def make_rungs(*, min_layers: int, max_layers: int, eta: float, epochs: int,
     """
     for name, value in (("min_trainable_layers", min_layers), ("max_trainable_layers", max_layers),
                         ("epochs", epochs)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be an integer >= 1, but got {value!r}.")
+        check_int(name, value, min=1)
     if min_layers > max_layers:
         raise ValueError(
             f"`min_trainable_layers <= max_trainable_layers` must hold, but got "
             f"(min_trainable_layers={min_layers}, max_trainable_layers={max_layers})."
         )
-    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or eta <= 1:
-        raise ValueError(f"`reduction_factor` must be a number > 1, but got {eta!r}.")
+    check_number("reduction_factor", eta, above=1)
     count = 1 + max(0, math.ceil(math.log(max_layers / min_layers, eta) - 1e-9))
     layers = [min(max_layers, round(min_layers * eta**k)) for k in range(count)]
     layers[-1] = max_layers
@@ -64,10 +64,7 @@ def make_rungs(*, min_layers: int, max_layers: int, eta: float, epochs: int,
     if min_epochs is None:
         budgets = [epochs] * len(layers)
     else:
-        if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or not 1 <= min_epochs <= epochs:
-            raise ValueError(
-                f"`min_epochs` must be an integer in [1, epochs={epochs}], but got {min_epochs!r}."
-            )
+        check_int("min_epochs", min_epochs, min=1, max=epochs, expected=f"an integer in [1, epochs={epochs}]")
         budgets = geometric(min_epochs, epochs, len(layers))
     return [Rung(z, e) for z, e in zip(layers, budgets, strict=True)]
 

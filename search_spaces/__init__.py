@@ -27,6 +27,7 @@ from efficient_search.search_spaces.pretrain import pretrain_space
 from efficient_search.search_spaces.sam import sam_space
 from efficient_search.search_spaces.shakespeare import shakespeare_space
 from efficient_search.search_spaces.subnetwork import subnetwork_fine_space, subnetwork_space
+from efficient_search.validate import is_int, is_number
 
 #: Named search spaces: name -> function(task_options) -> a Ray Tune dict or a space object
 #: (one with ``param_space``, e.g. :class:`~.subnetwork.SubnetworkSpace`).
@@ -48,9 +49,8 @@ def _bounds(path: str, kind: str, value: Any, integer: bool) -> tuple[Any, Any]:
             f"Fix: {path}: {{{kind}: [1, 10]}}."
         )
     low, high = value
-    numbers = (int,) if integer else (int, float)
     for bound in (low, high):
-        if isinstance(bound, bool) or not isinstance(bound, numbers):
+        if not (is_int(bound) if integer else is_number(bound)):
             expected = "integers" if integer else "numbers"
             raise TypeError(f"`search_space.{path}` {kind} bounds must be {expected}, got {value!r}.")
     if not low < high:

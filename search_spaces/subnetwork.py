@@ -30,6 +30,7 @@ from typing import Any
 from ray import tune
 
 from efficient_search.subnetwork import SubNetwork, SuperDims, count_parameters
+from efficient_search.validate import is_int
 
 VARIANTS = ("coarse", "fine")
 BIN_FRACTIONS = (0.25, 0.5, 0.75)
@@ -70,7 +71,7 @@ class SubnetworkSpace:
                 f"Sub-network space `variant` must be one of {', '.join(VARIANTS)}, but got "
                 f"{self.variant!r}. Fix: variant: coarse."
             )
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+        if not is_int(self.steps) or self.steps < 1:
             raise ValueError(f"Sub-network space `steps` must be an int >= 1, but got {self.steps!r}.")
 
     @property

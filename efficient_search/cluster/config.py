@@ -12,7 +12,6 @@ Worker node types use the cluster launcher's ``available_node_types`` form::
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +19,8 @@ from importlib import resources as package_files
 from typing import Any
 
 import yaml
+
+from efficient_search.validate import check_int, check_number
 
 HEAD_TYPE = "ray.head.default"
 BASE_CONFIG = "fake_cluster.yaml"
@@ -64,9 +65,7 @@ class ClusterOptions:
             value = getattr(self, name)
             if value is None and name != "head_cpus":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be an integer >= 0, but got {value!r}. "
-                                 f"Fix: e.g. --{name.replace('_', '-')} 2.")
+            check_int(name, value, min=0, fix=f"e.g. --{name.replace('_', '-')} 2.")
         if (self.min_workers is not None and self.max_workers is not None
                 and self.min_workers > self.max_workers):
             raise ValueError(f"`min_workers` {self.min_workers} exceeds `max_workers` "
@@ -76,10 +75,7 @@ class ClusterOptions:
                              "--fixed 1 or more, or --head-cpus 1.")
         for name in ("idle_timeout_s", "upscaling_speed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and value > 0):
-                raise ValueError(f"`{name}` must be a number > 0, but got {value!r}. "
-                                 f"Fix: e.g. --{name.replace('_', '-')} 6.")
+            check_number(name, value, above=0, fix=f"e.g. --{name.replace('_', '-')} 6.")
 
     @classmethod
     def with_node_types_file(cls, path: str | os.PathLike[str] | None,
@@ -121,13 +117,10 @@ def check_worker_types(types: Any) -> None:
             raise ValueError(f"{where}.resources` must be a mapping such as {{CPU: 1}}, but got "
                              f"{resources!r}.")
         for key, value in resources.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{where}.resources.{key}` must be an integer >= 0 (the autoscaler "
-                                 f"packs whole units), but got {value!r}.")
+            check_int(f"available_node_types.{name}.resources.{key}", value, min=0,
+                      expected="an integer >= 0 (the autoscaler packs whole units)")
         for bound in ("min_workers", "max_workers"):
-            value = spec.get(bound, 0)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{where}.{bound}` must be an integer >= 0, but got {value!r}.")
+            check_int(f"available_node_types.{name}.{bound}", spec.get(bound, 0), min=0)
         if spec.get("min_workers", 0) > spec.get("max_workers", 0):
             raise ValueError(f"{where}.min_workers` {spec.get('min_workers')} exceeds its "
                              f"max_workers {spec.get('max_workers', 0)}.")

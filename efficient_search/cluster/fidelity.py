@@ -22,6 +22,8 @@ from typing import Any
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
+from efficient_search.validate import is_number
+
 
 @dataclass(frozen=True)
 class FidelityRequest:
@@ -42,8 +44,7 @@ class FidelityRequest:
                              f"got {self.key!r}.")
         for name in ("max_value", "cpus", "min_cpus"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and value > 0):
+            if not is_number(value, finite=True) or not value > 0:
                 raise ValueError(f"`{name}` of the fidelity request must be a number > 0, but got "
                                  f"{value!r}. Fix: e.g. --fidelity-resources trainable_layers=6.")
         if self.min_cpus > self.cpus:
@@ -66,7 +67,7 @@ class FidelityRequest:
     def cpus_for(self, config: dict[str, Any]) -> float:
         """CPUs for ``config``: full when it holds no fidelity value."""
         value = config.get(self.key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not is_number(value):
             return self.cpus
         share = min(1.0, max(0.0, float(value) / self.max_value))
         return round(max(self.min_cpus, self.cpus * share), 2)

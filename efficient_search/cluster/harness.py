@@ -34,6 +34,7 @@ from efficient_search.cluster.local import LocalAutoscalingCluster, connect
 from efficient_search.cluster.metrics import node_events, summarise
 from efficient_search.cluster.timeline import ClusterSampler, TrialTimeline
 from efficient_search.spec import ExperimentSpec
+from efficient_search.validate import check_int
 
 #: Extra seconds, beyond the idle timeout, to wait for the autoscaler to give nodes back.
 TAIL_GRACE_S = 30.0
@@ -121,8 +122,7 @@ def run_on_cluster(spec: Any, options: ClusterOptions | None = None, *, prewarm:
     from efficient_search.api import as_spec
 
     options = options or ClusterOptions()
-    if isinstance(prewarm, bool) or not isinstance(prewarm, int) or prewarm < 0:
-        raise ValueError(f"`prewarm` must be an integer >= 0 (trial-sized bundles), but got {prewarm!r}.")
+    check_int("prewarm", prewarm, min=0, expected="an integer >= 0 (trial-sized bundles)")
     if ray.is_initialized():
         raise ValueError("This process is already connected to a Ray cluster; the harness starts its "
                          "own. Fix: call ray.shutdown() first, or run the harness in a new process "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 from dataclasses import dataclass
 from typing import Any
+
+from efficient_search.validate import check_int, check_number
 
 OPEN_SCI_REF_VOCAB = 50432
 """GPT-NeoX tokenizer vocabulary (padded) used by open-sci-ref's parameter formula."""
@@ -17,17 +18,14 @@ def open_sci_ref_parameters(n_layer: int, n_embd: int, ffn: int,
     """``N = vocab * h + L * (4 h^2 + 3 h ffn)``, open-sci-ref's parameter count."""
     for name, value in (("n_layer", n_layer), ("n_embd", n_embd), ("ffn", ffn),
                         ("vocab_size", vocab_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int, but got {value!r}.")
+        check_int(name, value, min=1, expected="a positive int")
     return vocab_size * n_embd + n_layer * (4 * n_embd ** 2 + 3 * n_embd * ffn)
 
 
 def compute_flops(n_params: float, n_tokens: float) -> float:
     """Training compute ``C = 6 * N * D`` in FLOPs."""
     for name, value in (("n_params", n_params), ("n_tokens", n_tokens)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value < 0:
-            raise ValueError(f"`{name}` must be a finite number >= 0, but got {value!r}.")
+        check_number(name, value, min=0, expected="a finite number >= 0")
     return 6.0 * float(n_params) * float(n_tokens)
 
 

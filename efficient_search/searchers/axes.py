@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from ray.tune.search.sample import Categorical, Domain, Float, Integer, LogUniform, Quantized, Uniform
 
+from efficient_search.validate import is_int, is_number
+
 Gene = int | float
 Genome = list[Gene]
 Path = tuple[Any, ...]
@@ -99,7 +101,7 @@ class FloatAxis:
         return float(new)
 
     def encode(self, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        if not is_number(value, numpy=True):
             raise TypeError(f"`{path_name(self.path)}` must be a number, but got {value!r}.")
         if not self.lower <= value <= self.upper:
             raise ValueError(f"`{path_name(self.path)}` must lie in [{self.lower}, {self.upper}], "
@@ -173,7 +175,7 @@ class IntAxis:
 
     def encode(self, value: Any) -> int:
         name = path_name(self.path)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        if not is_int(value, numpy=True):
             raise TypeError(f"`{name}` must be an integer, but got {value!r}.")
         value = int(value)
         low, high = self.low_index * self.q, self.high_index * self.q
@@ -204,7 +206,7 @@ class ChoiceAxis:
     @functools.cached_property
     def numeric(self) -> bool:
         """Whether the categories are numbers, which have an order to step along."""
-        return all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in self.categories)
+        return all(is_number(c) for c in self.categories)
 
     @functools.cached_property
     def order(self) -> list[int]:

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from efficient_search.validate import check_number
+
 Cost = Callable[[dict[str, Any]], float]
 
 
@@ -64,10 +66,8 @@ def _check_budget(cost: Any, max_cost: Any, min_cost: Any, bins: Any, keep_bin: 
         if value is not None and cost is None:
             raise ValueError(f"`{name}` needs a `cost`: pass cost=<function config -> float> "
                              "(or a space that has a `cost` method).")
-        if name != "bins" and value is not None and (
-                isinstance(value, bool) or not isinstance(value, (int, float))
-                or not math.isfinite(value)):
-            raise ValueError(f"`{name}` must be a finite number, but got {value!r}.")
+        if name != "bins":
+            check_number(name, value, optional=True, expected="a finite number")
     if max_cost is not None and min_cost is not None and not min_cost < max_cost:
         raise ValueError(f"`min_cost < max_cost` must hold, but got (min_cost={min_cost}, "
                          f"max_cost={max_cost}).")

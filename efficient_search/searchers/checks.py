@@ -7,6 +7,8 @@ from typing import Any
 
 from ray.tune.result import DEFAULT_METRIC
 
+from efficient_search.validate import is_int
+
 MODES = ("min", "max")
 
 
@@ -38,11 +40,6 @@ def check_objectives(metric: Any, mode: Any) -> tuple[Any, Any]:
     if any(m not in MODES for m in modes):
         raise ValueError(f"Every `mode` must be 'min' or 'max', but got {modes}.")
     return metrics, modes
-
-
-def is_int(value: Any) -> bool:
-    """An ``int`` that is not a ``bool``."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_sizes(population_size: Any, sample_size: Any, max_retries: Any) -> None:

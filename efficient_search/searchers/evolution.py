@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from efficient_search.searchers.pareto import non_dominated_sort
 from efficient_search.searchers.population import AgingPopulation, ParetoPopulation
 from efficient_search.searchers.space import Gene, Genome, SearchSpace, SpaceLike, as_search_space
 from efficient_search.searchers.state_file import read_state, write_state
+from efficient_search.validate import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -300,9 +300,7 @@ class EvolutionarySearcher(Searcher):
         values = []
         for name in self._metrics:
             value = (result or {}).get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-                return None
-            if not math.isfinite(value):
+            if not is_number(value, numpy=True, finite=True):
                 return None
             values.append(float(value))
         return values

@@ -37,10 +37,11 @@ import numpy as np
 from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searcher
 
 from efficient_search.searchers.axes import ChoiceAxis, IntAxis
-from efficient_search.searchers.checks import check_points, is_int
+from efficient_search.searchers.checks import check_points
 from efficient_search.searchers.quicktune_model import Featurize, QuickTuneModel
 from efficient_search.searchers.space import Genome, SearchSpace, as_search_space
 from efficient_search.searchers.state_file import read_state, write_state
+from efficient_search.validate import check_int, is_number
 
 if TYPE_CHECKING:
     from efficient_search.surrogate.deep_kernel import DeepKernelSurrogate
@@ -56,11 +57,7 @@ def step_of(result: Mapping[str, Any], time_attr: str | None, default: int) -> i
     names = (time_attr,) if time_attr else TIME_ATTRS
     for name in names:
         value = result.get(name)
-        if (
-            isinstance(value, (int, float, np.number))
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-        ):
+        if is_number(value, numpy=True, finite=True):
             return max(int(round(float(value))), 1)
     return default
 
@@ -68,7 +65,7 @@ def step_of(result: Mapping[str, Any], time_attr: str | None, default: int) -> i
 def metric_value(result: Mapping[str, Any] | None, metric: str) -> float:
     """The metric as a float; NaN when it is missing or not a number."""
     value = (result or {}).get(metric)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    if not is_number(value, numpy=True):
         return math.nan
     return float(value)
 
@@ -123,12 +120,9 @@ class QuickTuneSearcher(Searcher):
                 "optimises a single objective."
             )
         for name, value, low in (("pool_size", pool_size, 1), ("initial_random", initial_random, 0)):
-            if not is_int(value) or value < low:
-                raise ValueError(f"`{name}` must be an integer >= {low}, but got {value!r}.")
-        if max_t is not None and (not is_int(max_t) or max_t < 1):
-            raise ValueError(f"`max_t` must be an integer >= 1 (epochs), but got {max_t!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an integer, but got {seed!r}.")
+            check_int(name, value, min=low)
+        check_int("max_t", max_t, min=1, optional=True, expected="an integer >= 1 (epochs)")
+        check_int("seed", seed, error=TypeError)
         super().__init__(metric=metric, mode=mode)
         self.model = QuickTuneModel(
             surrogate=surrogate,
@@ -408,7 +402,7 @@ def observe_result(
     value = metric_value(result, metric)
     signed = model.signed(value) if math.isfinite(value) else math.nan
     cost = result.get(cost_attr)
-    if isinstance(cost, (int, float, np.number)) and not isinstance(cost, bool):
+    if is_number(cost, numpy=True):
         if cumulative_cost:
             seconds = model.observations.observe(trial_id, step, signed, cumulative=float(cost))
         else:

@@ -36,6 +36,7 @@ from efficient_search.searchers.quicktune_observations import Observations, flat
 from efficient_search.surrogate.loading import detect_format, load_meta_dataset
 from efficient_search.surrogate.meta_dataset import MetaDataset
 from efficient_search.surrogate.settings import SurrogateSettings
+from efficient_search.validate import check_int, check_number
 
 if TYPE_CHECKING:  # torch and gpytorch load when a surrogate is first needed, not on import
     from efficient_search.surrogate.deep_kernel import DeepKernelSurrogate
@@ -97,10 +98,8 @@ class QuickTuneModel:
         seed: int = 0,
         featurize: Featurize | None = None,
     ):
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha < float("inf"):
-            raise ValueError(f"`alpha` must be a finite number >= 0, but got {alpha!r}. Fix: e.g. alpha=1.")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"`seed` must be an integer, but got {seed!r}.")
+        check_number("alpha", alpha, min=0, expected="a finite number >= 0", fix="e.g. alpha=1.")
+        check_int("seed", seed, error=TypeError)
         if featurize is not None and not callable(featurize):
             raise TypeError(
                 f"`featurize` must be a function config -> hyperparameters, but got {featurize!r}."

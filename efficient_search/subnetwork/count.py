@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from efficient_search.subnetwork.dims import SuperDims
 from efficient_search.subnetwork.spec import ResolvedSubNetwork, SubNetwork
+from efficient_search.validate import is_int
 
 
 def _as_resolved(dims: SuperDims, subnetwork: SubNetwork | ResolvedSubNetwork) -> ResolvedSubNetwork:
@@ -53,7 +54,7 @@ def count_flops(dims: SuperDims, subnetwork: SubNetwork | ResolvedSubNetwork, se
     attention scores Q K^T and their product with V over the full T x T matrix (dense kernels compute it
     whole, causal or not), and the last term the LM head. Embedding look-ups cost nothing.
     """
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 1:
+    if not is_int(seq_len) or seq_len < 1:
         raise ValueError(f"`seq_len` must be a positive int, but got seq_len={seq_len!r}.")
     r = _as_resolved(dims, subnetwork)
     attention = 4 * seq_len * seq_len * sum(h * r.head_size for h in r.n_heads)

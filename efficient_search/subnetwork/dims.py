@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from efficient_search.validate import check_int
+
 # model_type -> the Hugging Face causal-LM class we slice.
 SUPPORTED_ARCHS: dict[str, str] = {
     "gpt2": "GPT2LMHeadModel",
@@ -79,8 +81,7 @@ class SuperDims:
         for name in ("n_layer", "n_embd", "intermediate_size", "n_heads", "n_query_groups", "head_size",
                      "vocab_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`SuperDims.{name}` must be a positive int, but got {value!r}.")
+            check_int(f"SuperDims.{name}", value, min=1, expected="a positive int")
         if self.n_heads % self.n_query_groups:
             raise ValueError(
                 f"`n_heads` must be a multiple of `n_query_groups`, but got n_heads={self.n_heads} and "

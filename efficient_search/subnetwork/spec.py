@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from efficient_search.subnetwork.dims import HEAD_SIZE_ROPE_TYPES, SuperDims, known_fields
+from efficient_search.validate import is_int
 
 _PER_LAYER = ("intermediate_size", "n_heads")
 
 
 def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"`{name}` must be an int, but got {value!r} ({type(value).__name__}).")
     return value
 

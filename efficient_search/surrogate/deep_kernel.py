@@ -38,6 +38,7 @@ from efficient_search.surrogate.meta_dataset import MetaDataset
 from efficient_search.surrogate.networks import CostModel, PerformanceModel
 from efficient_search.surrogate.points import Points, build_points, sample_meta_points, task_points
 from efficient_search.surrogate.settings import SurrogateSettings
+from efficient_search.validate import check_int
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE, INFO_FILE = "surrogate.safetensors", "surrogate.json"
@@ -72,8 +73,7 @@ class DeepKernelSurrogate:
     def __init__(self, *, settings: SurrogateSettings | None = None, seed: int = 0):
         if settings is not None and not isinstance(settings, SurrogateSettings):
             raise TypeError(f"`settings` must be a SurrogateSettings, but got {type(settings).__name__}.")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"`seed` must be an integer, but got {seed!r}.")
+        check_int("seed", seed, error=TypeError)
         self.settings = settings or SurrogateSettings()
         self.seed = seed
         self._fitted = False

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from efficient_search.validate import is_int, is_number
+
 
 @dataclass(frozen=True)
 class SurrogateSettings:
@@ -46,13 +48,13 @@ class SurrogateSettings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.type in ("int", int):
-                if not isinstance(value, int) or isinstance(value, bool):
+                if not is_int(value):
                     raise TypeError(f"`{f.name}` must be an integer, but got {value!r}.")
                 minimum = 0 if f.name == "fine_tune_steps" else 1
                 if value < minimum:
                     raise ValueError(f"`{f.name}` must be >= {minimum}, but got {value}.")
             else:
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                if not is_number(value):
                     raise TypeError(f"`{f.name}` must be a number, but got {value!r}.")
                 if value < 0 or (value == 0 and "learning_rate" in f.name):
                     raise ValueError(f"`{f.name}` must be {'> 0' if 'learning_rate' in f.name else '>= 0'}, "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from functools import lru_cache
@@ -48,6 +47,7 @@ from efficient_search.train.lm_loop import Distillation, Optimisation, TokenBudg
 from efficient_search.train.schedules import SCHEDULES
 from efficient_search.train.session import TrialSession
 from efficient_search.train.strategy import PRECISIONS, zero_stage
+from efficient_search.validate import check_int, is_number
 
 DISTILL = ("none", "online", "offline")
 #: Options a trial's configuration may choose (compare initialisations in one experiment).
@@ -82,16 +82,13 @@ def check_options(options: Mapping[str, Any]) -> None:
         value = options[name]
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value < low or (value == low and not inclusive) or (high is not None and value > high):
+        if not is_number(value, finite=True) or value < low or (value == low and not inclusive) \
+                or (high is not None and value > high):
             bound = f" and <= {high:g}" if high is not None else ""
             raise ValueError(f"`task_options.{name}` must be a number {'>=' if inclusive else '>'} {low}"
                              f"{bound}, but got {value!r}.")
-    if options["warmup_steps"] is not None and (isinstance(options["warmup_steps"], bool) or
-                                                not isinstance(options["warmup_steps"], int)
-                                                or options["warmup_steps"] < 0):
-        raise ValueError(f"`task_options.warmup_steps` must be an int >= 0 or null, but got "
-                         f"{options['warmup_steps']!r}.")
+    check_int("task_options.warmup_steps", options["warmup_steps"], min=0, optional=True,
+              expected="an int >= 0 or null")
     if options["recipe"] is not None:
         get_recipe(options["recipe"])  # unknown names raise with the valid ones
     if options["files"] is None:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from efficient_search.validate import check_int
+
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff")
 NUCLEI_SIZE = 512
@@ -156,9 +158,8 @@ def write_nuclei_tiles(folder: str | os.PathLike[str], tile_size: int = 128) -> 
     import tifffile
     from PIL import Image
 
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or not 16 <= tile_size <= NUCLEI_SIZE:
-        raise ValueError(f"`task_options.tile_size` must be an int in [16, {NUCLEI_SIZE}], but got "
-                         f"{tile_size!r}. Fix: e.g. 128.")
+    check_int("task_options.tile_size", tile_size, min=16, max=NUCLEI_SIZE,
+              expected=f"an int in [16, {NUCLEI_SIZE}]", fix="e.g. 128.")
     image, mask = stardist_nuclei()
     grey = to_uint8_rgb(image)[..., 0]
     root = Path(folder)

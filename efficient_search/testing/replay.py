@@ -53,6 +53,7 @@ from ray.tune.search import Searcher
 from efficient_search.fidelity import EPOCHS, is_restart
 from efficient_search.surrogate.meta_dataset import MetaDataset
 from efficient_search.testing.schedulers import WhitelistedController
+from efficient_search.validate import is_int
 
 METRIC = "accuracy"
 CONFIG_KEY = "config"
@@ -107,7 +108,7 @@ class ReplayTable:
 
     def row(self, config: Mapping[str, Any]) -> int:
         index = config.get(CONFIG_KEY)
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < self.rows:
+        if not is_int(index, numpy=True) or not 0 <= index < self.rows:
             raise ValueError(
                 f"`config.{CONFIG_KEY}` must be a row index in [0, {self.rows}), but got {index!r}."
             )

@@ -75,6 +75,8 @@ from ray.tune.search.sample import Categorical, Domain, Float, Integer, Quantize
 from ray.tune.search.variant_generator import parse_spec_vars
 from ray.tune.utils.util import merge_dicts
 
+from efficient_search.validate import is_int
+
 if TYPE_CHECKING:
     import pytest
 
@@ -137,7 +139,7 @@ def _domain_holds(domain: Domain, value: Any) -> bool:
         on_grid = q is None or abs(value / q - round(value / q)) < 1e-6
         return bool(domain.lower <= value <= domain.upper and on_grid)
     if isinstance(domain, Integer):
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             return False
         if q is None or q == 1:
             return bool(domain.lower <= value < domain.upper)

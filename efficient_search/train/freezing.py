@@ -35,6 +35,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from efficient_search.validate import is_int
+
 CONTAINERS = (nn.ModuleList, nn.Sequential)
 
 
@@ -209,7 +211,7 @@ def freeze_layers(model: nn.Module, trainable_layers: int) -> list[nn.Parameter]
     """
     units = layer_units(model)
     total = len(units)
-    if isinstance(trainable_layers, bool) or not isinstance(trainable_layers, int):
+    if not is_int(trainable_layers):
         raise TypeError(
             f"`trainable_layers` must be an integer, but got {trainable_layers!r} "
             f"({type(trainable_layers).__name__})."

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from efficient_search.validate import check_int
+
 SCHEDULES = ("cosine", "wsd", "constant")
 
 
@@ -20,8 +22,7 @@ def lr_multiplier(kind: str, *, total_steps: int, warmup_steps: int = 0, cooldow
     if kind not in SCHEDULES:
         raise ValueError(f"Unknown schedule {kind!r}. Fix: one of {', '.join(SCHEDULES)}.")
     for name, value in (("total_steps", total_steps), ("warmup_steps", warmup_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"`{name}` must be an int >= 0, but got {value!r}.")
+        check_int(name, value, min=0, expected="an int >= 0")
     if total_steps < 1 or warmup_steps >= total_steps:
         raise ValueError(f"`warmup_steps` ({warmup_steps}) must be below `total_steps` ({total_steps}), "
                          "and total_steps >= 1.")
