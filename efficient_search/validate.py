@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -23,13 +23,13 @@ __all__ = ["check_choice", "check_int", "check_mapping", "check_number", "is_int
            "type_error"]
 
 
-def is_int(value: Any, *, numpy: bool = False) -> bool:
+def is_int(value: Any, *, numpy: bool = False) -> TypeGuard[int]:
     """An ``int`` that is not a ``bool`` (with ``numpy``, NumPy integers too)."""
     kinds = (int, np.integer) if numpy else (int,)
     return isinstance(value, kinds) and not isinstance(value, (bool, np.bool_))
 
 
-def is_number(value: Any, *, numpy: bool = False, finite: bool = False) -> bool:
+def is_number(value: Any, *, numpy: bool = False, finite: bool = False) -> TypeGuard[float]:
     """An ``int``/``float`` that is not a ``bool`` (with ``numpy``, any NumPy number); with
     ``finite``, neither NaN nor infinite."""
     kinds = (int, float, np.number) if numpy else (int, float)
