@@ -100,19 +100,36 @@ def _name(obj: Any) -> str:
     return obj if isinstance(obj, str) else type(obj).__name__
 
 
-def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
-        callbacks: Sequence[Any] = (), **overrides: Any) -> RunResult:
-    """Run the search a spec describes and return its results.
+@dataclass
+class RunPlan:
+    """What :func:`run` checks and builds from a spec before Ray starts (see :func:`plan_run`)."""
 
-    Everything is checked before a trial starts. ``overrides`` replace spec fields, e.g.
-    ``run("examples/digits.yaml", num_samples=2)``. ``callbacks`` are extra Ray Tune callbacks
-    (e.g. the autoscaling harness's trial timeline).
+    spec: ExperimentSpec
+    task: Task
+    options: dict[str, Any]
+    """The task's resolved options."""
+    metric: str | list[str]
+    mode: str | list[str]
+    space: Any
+    """The resolved search space: a Ray Tune dict or a space object."""
+    searcher: Any
+    scheduler: Any
+    store: ParquetStore
+    storage_path: str
+    space_description: Any
+
+
+def plan_run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
+             **overrides: Any) -> RunPlan:
+    """Check a spec and build its searcher, scheduler and store handle without starting Ray.
+
+    :func:`run` calls this first, so every error of a spec (a ``ValueError``/``TypeError`` naming
+    the field) surfaces here before Ray starts or anything is written.
 
     Example::
 
-        import efficient_search as es
-        result = es.run({"name": "digits-demo", "num_samples": 4})
-        print(result.trials())
+        plan = plan_run({"name": "digits-demo", "scheduler": "asha"})
+        plan.scheduler  # a RestorableASHA
     """
     spec = as_spec(spec)
     if overrides:
@@ -148,10 +165,6 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
             f"The searcher optimises {getattr(searcher, 'metric', None)!r}, but `metric` is {metric!r}. "
             "Fix: create the searcher with metric and mode as these lists."
         )
-    # A searcher that took the space itself gets none from Tune (Tune would refuse a second one).
-    param_space = {} if owns_space(searcher) else getattr(space, "param_space", space)
-    primary = metric[0] if isinstance(metric, list) else metric
-    primary_mode = mode[0] if isinstance(mode, list) else mode
     scheduler = make_scheduler(spec.scheduler, seed=spec.seed, options=spec.scheduler_options,
                                searcher=searcher)
     store = ParquetStore(spec.store)
@@ -165,82 +178,115 @@ def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
     space_description = describe_space(space)
     if spec.resume:
         check_same_space(store, spec.name, space_description)
+    return RunPlan(spec=spec, task=task, options=options, metric=metric, mode=mode, space=space,
+                   searcher=searcher, scheduler=scheduler, store=store, storage_path=storage_path,
+                   space_description=space_description)
+
+
+def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
+        callbacks: Sequence[Any] = (), **overrides: Any) -> RunResult:
+    """Run the search a spec describes and return its results.
+
+    Everything is checked before a trial starts (:func:`plan_run`). ``overrides`` replace spec
+    fields, e.g. ``run("examples/digits.yaml", num_samples=2)``. ``callbacks`` are extra Ray Tune
+    callbacks (e.g. the autoscaling harness's trial timeline).
+
+    Example::
+
+        import efficient_search as es
+        result = es.run({"name": "digits-demo", "num_samples": 4})
+        print(result.trials())
+    """
+    plan = plan_run(spec, **overrides)
     # One live driver per experiment (see efficient_search.store.owner): claimed before Ray starts,
     # given back however the run ends; a crashed driver's claim lapses by itself.
-    store.claim(spec.name)
+    plan.store.claim(plan.spec.name)
     try:
-        import ray
-        from ray import tune
-
-        from efficient_search.trial import KEEP_CHECKPOINTS, cpus_per_trial, make_trainable
-
-        if not ray.is_initialized():
-            start_ray(cpus_per_trial(spec.resources))
-        # Keeping two checkpoints per trial makes Tune snapshot the experiment after every other
-        # checkpoint, on purpose (a resume loses little); its warning about that is noise here.
-        os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-        trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
-                                   seed=spec.seed, storage_path=storage_path, experiment=spec.name,
-                                   max_failures=spec.max_failures)
-        callback = ParquetStoreCallback(
-            store,
-            experiment=spec.name,
-            searcher=_name(spec.searcher),
-            scheduler=_name(spec.scheduler),
-            seed=spec.seed,
-            hardware=describe_hardware(spec.resources),
-            metadata={"spec": spec.to_dict(), "metric": primary, "mode": primary_mode,
-                      "space": space_description,
-                      **({"objectives": metric, "modes": mode} if isinstance(metric, list) else {})},
-        )
-        experiment_path = inside_root(storage_path, spec.name, field="name")
-        can_restore = tune.Tuner.can_restore(experiment_path)
-        if spec.resume and not can_restore:
-            if store.keys(spec.name):
-                raise ValueError(
-                    f"Experiment {spec.name!r} has results in the store {store.root!r}, but Ray's saved "
-                    f"state of it is not at {experiment_path!r}, so it cannot be resumed. Fix: pass the "
-                    "`storage_path` it ran with, or choose a new name."
-                )
-            print(f"efficient-search: nothing to resume at {experiment_path}; starting "
-                  f"{spec.name!r} afresh.", flush=True)
-        if spec.resume and can_restore:
-            drop_pending_pauses(experiment_path)  # stale PAUSEs would strand restored trials
-            tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
-                                       resume_errored=False, restart_errored=False)
-            # Tune goes on with the scheduler it pickled when the experiment started, not ours.
-            restored = restored_scheduler(tuner)
-            check_resumable(scheduler if restored is None else restored, store, spec)
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    # Several objectives live in the searcher; Tune would hand it (and overwrite
-                    # them with) the first one only.
-                    metric=None if isinstance(metric, list) else primary,
-                    mode=None if isinstance(mode, list) else primary_mode,
-                    search_alg=searcher,
-                    scheduler=scheduler,
-                    num_samples=spec.num_samples,
-                    max_concurrent_trials=(spec.max_concurrent_trials
-                                           if isinstance(searcher, Searcher) else None),
-                    time_budget_s=spec.time_budget_s,
-                    reuse_actors=False,
-                ),
-                run_config=tune.RunConfig(
-                    name=spec.name,
-                    storage_path=storage_path,
-                    callbacks=[callback, *_state_callbacks(scheduler), *callbacks],
-                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-                    verbose=spec.verbose,
-                ),
-            )
-        grid = tuner.fit()
-        return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
+        return _fit(plan, callbacks)
     finally:
-        store.release(spec.name)
+        plan.store.release(plan.spec.name)
+
+
+def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
+    """The Ray half of :func:`run`: start Ray, build or restore the Tuner, fit it."""
+    spec, task, options, metric, mode = plan.spec, plan.task, plan.options, plan.metric, plan.mode
+    searcher, scheduler, store = plan.searcher, plan.scheduler, plan.store
+    storage_path, space_description = plan.storage_path, plan.space_description
+    # A searcher that took the space itself gets none from Tune (Tune would refuse a second one).
+    param_space = {} if owns_space(searcher) else getattr(plan.space, "param_space", plan.space)
+    primary = metric[0] if isinstance(metric, list) else metric
+    primary_mode = mode[0] if isinstance(mode, list) else mode
+
+    import ray
+    from ray import tune
+
+    from efficient_search.trial import KEEP_CHECKPOINTS, cpus_per_trial, make_trainable
+
+    if not ray.is_initialized():
+        start_ray(cpus_per_trial(spec.resources))
+    # Keeping two checkpoints per trial makes Tune snapshot the experiment after every other
+    # checkpoint, on purpose (a resume loses little); its warning about that is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
+                               seed=spec.seed, storage_path=storage_path, experiment=spec.name,
+                               max_failures=spec.max_failures)
+    callback = ParquetStoreCallback(
+        store,
+        experiment=spec.name,
+        searcher=_name(spec.searcher),
+        scheduler=_name(spec.scheduler),
+        seed=spec.seed,
+        hardware=describe_hardware(spec.resources),
+        metadata={"spec": spec.to_dict(), "metric": primary, "mode": primary_mode,
+                  "space": space_description,
+                  **({"objectives": metric, "modes": mode} if isinstance(metric, list) else {})},
+    )
+    experiment_path = inside_root(storage_path, spec.name, field="name")
+    can_restore = tune.Tuner.can_restore(experiment_path)
+    if spec.resume and not can_restore:
+        if store.keys(spec.name):
+            raise ValueError(
+                f"Experiment {spec.name!r} has results in the store {store.root!r}, but Ray's saved "
+                f"state of it is not at {experiment_path!r}, so it cannot be resumed. Fix: pass the "
+                "`storage_path` it ran with, or choose a new name."
+            )
+        print(f"efficient-search: nothing to resume at {experiment_path}; starting "
+              f"{spec.name!r} afresh.", flush=True)
+    if spec.resume and can_restore:
+        drop_pending_pauses(experiment_path)  # stale PAUSEs would strand restored trials
+        tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
+                                   resume_errored=False, restart_errored=False)
+        # Tune goes on with the scheduler it pickled when the experiment started, not ours.
+        restored = restored_scheduler(tuner)
+        check_resumable(scheduler if restored is None else restored, store, spec)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                # Several objectives live in the searcher; Tune would hand it (and overwrite
+                # them with) the first one only.
+                metric=None if isinstance(metric, list) else primary,
+                mode=None if isinstance(mode, list) else primary_mode,
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=spec.num_samples,
+                max_concurrent_trials=(spec.max_concurrent_trials
+                                       if isinstance(searcher, Searcher) else None),
+                time_budget_s=spec.time_budget_s,
+                reuse_actors=False,
+            ),
+            run_config=tune.RunConfig(
+                name=spec.name,
+                storage_path=storage_path,
+                callbacks=[callback, *_state_callbacks(scheduler), *callbacks],
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+                verbose=spec.verbose,
+            ),
+        )
+    grid = tuner.fit()
+    return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
 
 
 def resume(store: str | os.PathLike[str], experiment: str, **overrides: Any) -> RunResult:

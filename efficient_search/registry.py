@@ -18,10 +18,14 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import BasicVariantGenerator, SearchAlgorithm, Searcher
 
+from efficient_search.validate import check_int, check_name, check_number
+
 Factory = Callable[..., Any]
 
 SEARCHERS: dict[str, Factory] = {}
 OWNS_SPACE = "_efficient_search_owns_space"
+#: Searcher options the spec gives through its own fields (option -> spec field).
+SPEC_OWNED = {"metric": "metric", "mode": "mode", "space": "search_space"}
 SCHEDULERS: dict[str, Factory] = {}
 
 
@@ -103,6 +107,10 @@ def make_searcher(spec: Any, *, seed: int, options: Mapping[str, Any],
             f"({type(spec).__name__}). Valid names: {', '.join(sorted(SEARCHERS))}."
         )
     factory = _lookup("searcher", SEARCHERS, spec)
+    for key, field in SPEC_OWNED.items():
+        if key in options:
+            raise ValueError(f"`searcher_options.{key}` cannot be set: the spec's `{field}` gives it to "
+                             f"searcher {spec!r}. Fix: remove it from searcher_options and set `{field}`.")
     takes = inspect.signature(factory).parameters
     given: dict[str, Any] = {}
     # Several objectives reach a searcher only through its constructor (Tune passes one metric),
@@ -142,6 +150,8 @@ def make_scheduler(spec: Any, *, seed: int, options: Mapping[str, Any],
 
 
 def _random(*, seed: int, max_concurrent: int = 0) -> SearchAlgorithm:
+    check_int("searcher_options.max_concurrent", max_concurrent, min=0,
+              fix="leave it out and set the spec's max_concurrent_trials.")
     return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
 
 
@@ -179,10 +189,26 @@ def _optuna(*, seed: int, sampler: str = "tpe", space: Any = None,
         raise type(error)(f"searcher 'optuna', `searcher_options`: {error}") from error
 
 
+TIME_ATTR = "a non-empty string (the reported counter, e.g. training_iteration)"
+
+
+def _check_budget(*, max_t: Any, reduction_factor: Any, time_attr: Any) -> None:
+    """Options Ray's ASHA and HyperBand would only ``assert`` (or fail on much later)."""
+    check_number("scheduler_options.max_t", max_t, above=0, fix="e.g. max_t: 4 (epochs).")
+    check_number("scheduler_options.reduction_factor", reduction_factor, above=1,
+                 fix="e.g. reduction_factor: 3.")
+    check_name("scheduler_options.time_attr", time_attr, expected=TIME_ATTR)
+
+
 def _asha(*, seed: int, max_t: int = 4, grace_period: int = 1, reduction_factor: float = 2,
           brackets: int = 1, time_attr: str = "training_iteration") -> TrialScheduler:
     """Ray's ASHA, seeded, with rungs that survive ``Tuner.restore``."""
     from efficient_search.schedulers import RestorableASHA
+
+    _check_budget(max_t=max_t, reduction_factor=reduction_factor, time_attr=time_attr)
+    check_number("scheduler_options.grace_period", grace_period, above=0,
+                 max=max_t, fix="e.g. grace_period: 1 (at most max_t).")
+    check_int("scheduler_options.brackets", brackets, min=1)
 
     return RestorableASHA(seed=seed, time_attr=time_attr, max_t=max_t, grace_period=grace_period,
                           reduction_factor=reduction_factor, brackets=brackets)
@@ -192,12 +218,19 @@ def _hyperband(*, seed: int, max_t: int = 4, reduction_factor: float = 3,
                time_attr: str = "training_iteration") -> TrialScheduler:
     from efficient_search.schedulers import RestorableHyperBand
 
+    check_number("scheduler_options.max_t", max_t, min=1, fix="e.g. max_t: 9 (epochs).")
+    _check_budget(max_t=max_t, reduction_factor=reduction_factor, time_attr=time_attr)
+
     return RestorableHyperBand(time_attr=time_attr, max_t=max_t, reduction_factor=reduction_factor)
 
 
 def _median(*, seed: int, grace_period: float = 1, min_samples_required: int = 3,
             time_attr: str = "training_iteration") -> TrialScheduler:
     from efficient_search.schedulers import RestorableMedian
+
+    check_number("scheduler_options.grace_period", grace_period, min=0)
+    check_int("scheduler_options.min_samples_required", min_samples_required, min=1)
+    check_name("scheduler_options.time_attr", time_attr, expected=TIME_ATTR)
 
     return RestorableMedian(time_attr=time_attr, grace_period=grace_period,
                             min_samples_required=min_samples_required)

@@ -19,8 +19,8 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-__all__ = ["check_choice", "check_int", "check_mapping", "check_number", "is_int", "is_number",
-           "type_error"]
+__all__ = ["check_choice", "check_int", "check_mapping", "check_name", "check_number", "is_int",
+           "is_number", "type_error"]
 
 
 def is_int(value: Any, *, numpy: bool = False) -> TypeGuard[int]:
@@ -112,6 +112,17 @@ def check_choice(field: str, value: Any, choices: Collection[Any], *, fix: str |
         listed = ", ".join(str(c) for c in choices)
         raise ValueError(f"`{field}` must be one of {listed}, but got {value!r}."
                          + (f" Fix: {fix}" if fix else ""))
+    return value
+
+
+def check_name(field: str, value: Any, *, optional: bool = False,
+               expected: str = "a non-empty string") -> Any:
+    """``value`` if it is a non-empty string (a metric or result key), else a ``TypeError``."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"`{field}` must be {expected}{' or None' if optional else ''}, but got "
+                        f"{value!r}.")
     return value
 
 

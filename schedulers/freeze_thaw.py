@@ -40,7 +40,7 @@ from efficient_search.fidelity import EPOCHS
 from efficient_search.schedulers.state import Restorable
 from efficient_search.searchers.quicktune import QuickTuneSearcher, observe_result
 from efficient_search.searchers.quicktune_model import QuickTuneModel
-from efficient_search.validate import check_int, check_number
+from efficient_search.validate import check_int, check_name, check_number
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -103,6 +103,8 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
         check_int("patience", patience, min=1, optional=True)
         check_number("cost_budget_s", cost_budget_s, above=0, optional=True,
                      expected="a number of seconds > 0 or None")
+        check_name("time_attr", time_attr, optional=True)
+        check_name("cost_attr", cost_attr)
         if mode not in (None, "min", "max"):
             raise ValueError(f"`mode` must be 'min' or 'max', but got {mode!r}.")
         if searcher is not None and not isinstance(searcher, QuickTuneSearcher):

@@ -16,6 +16,7 @@ Ray Tune domain objects (``tune.uniform(...)``) are accepted unchanged.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -53,6 +54,9 @@ def _bounds(path: str, kind: str, value: Any, integer: bool) -> tuple[Any, Any]:
         if not (is_int(bound) if integer else is_number(bound)):
             expected = "integers" if integer else "numbers"
             raise TypeError(f"`search_space.{path}` {kind} bounds must be {expected}, got {value!r}.")
+        if not math.isfinite(bound):
+            raise ValueError(f"`search_space.{path}` {kind} bounds must be finite, but got {value!r}. "
+                             f"Fix: {path}: {{{kind}: [1, 10]}}.")
     if not low < high:
         raise ValueError(
             f"`search_space.{path}`: `low < high` must hold for {kind}, but got "
@@ -82,6 +86,16 @@ DOMAINS: dict[str, Callable[[str, Any], Any]] = {
 }
 
 
+#: Distribution names of Ray Tune, Optuna and NumPy that the YAML form does not have.
+FOREIGN_DOMAINS = ("quniform", "qloguniform", "qrandint", "qlograndint", "randn", "qrandn", "normal",
+                   "lognormal", "categorical", "int", "float", "sample_from", "log_uniform",
+                   "discrete_uniform")
+
+
+def _is_domain(value: Any) -> bool:
+    return isinstance(value, Mapping) and len(value) == 1 and next(iter(value)) in DOMAINS
+
+
 def parse_search_space(space: Mapping[str, Any], _path: str = "") -> dict[str, Any]:
     """Turn the YAML form into Ray Tune domains (see the module docstring)."""
     if not isinstance(space, Mapping):
@@ -91,6 +105,16 @@ def parse_search_space(space: Mapping[str, Any], _path: str = "") -> dict[str, A
     parsed: dict[str, Any] = {}
     for key, value in space.items():
         path = f"{_path}.{key}" if _path else str(key)
+        if key in DOMAINS:
+            raise ValueError(
+                f"`search_space.{path}`: domain {key!r} stands where a parameter name belongs (a domain "
+                "is the only key of its parameter's mapping). Fix: e.g. lr: {uniform: [0.1, 1.0]}."
+            )
+        if isinstance(value, (list, tuple)) and any(_is_domain(v) for v in value):
+            raise ValueError(
+                f"`search_space.{path}` is a list holding a domain {value!r}; a list is a constant. "
+                f"Fix: {path}: {{uniform: [0.1, 1.0]}} (no brackets), or {{choice: [...]}} for options."
+            )
         if isinstance(value, Mapping) and len(value) == 1:
             (kind, argument), = value.items()
             if kind in DOMAINS:
@@ -104,6 +128,11 @@ def parse_search_space(space: Mapping[str, Any], _path: str = "") -> dict[str, A
                 raise ValueError(
                     f"`search_space.{path}` uses unknown domain {kind!r}. Did you mean "
                     f"{close[0]!r}? Domains: {', '.join(DOMAINS)}."
+                )
+            if kind in FOREIGN_DOMAINS:
+                raise ValueError(
+                    f"`search_space.{path}` uses domain {kind!r}, which the YAML form does not have. "
+                    f"Fix: one of {', '.join(DOMAINS)}, or pass Ray Tune domain objects from Python."
                 )
         parsed[key] = parse_search_space(value, path) if isinstance(value, Mapping) else value
     return parsed

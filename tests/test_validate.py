@@ -11,6 +11,7 @@ from efficient_search.validate import (
     check_choice,
     check_int,
     check_mapping,
+    check_name,
     check_number,
     is_int,
     is_number,
@@ -44,6 +45,7 @@ def test_predicates_reject_bools_and_take_numpy_on_request() -> None:
      "`strategy` must be one of ddp, deepspeed, but got 'fsdp'. Fix: strategy: ddp."),
     (lambda: check_choice("verbose", True, (0, 1)), ValueError,
      "`verbose` must be one of 0, 1, but got True."),
+    (lambda: check_name("time_attr", ""), TypeError, "`time_attr` must be a non-empty string, but got ''."),
     (lambda: check_mapping("task_options", [1]), TypeError,
      "`task_options` must be a mapping, but got [1] (list). Fix: e.g. task_options: {key: value}."),
 ])
@@ -56,4 +58,4 @@ def test_errors_state_the_rule_the_value_and_the_fix(call, error, message) -> No
 def test_valid_values_come_back() -> None:
     assert check_int("n", 3, min=1) == 3 and check_int("n", None, optional=True) is None
     assert check_number("x", 0.5, above=0, max=1) == 0.5 and check_choice("m", "min", ("min", "max")) == "min"
-    assert check_mapping("o", {}) == {}
+    assert check_name("t", "fidelity/epoch") == "fidelity/epoch" and check_mapping("o", {}) == {}

@@ -41,7 +41,7 @@ from efficient_search.searchers.checks import check_points
 from efficient_search.searchers.quicktune_model import Featurize, QuickTuneModel
 from efficient_search.searchers.space import Genome, SearchSpace, as_search_space
 from efficient_search.searchers.state_file import read_state, write_state
-from efficient_search.validate import check_int, is_number
+from efficient_search.validate import check_int, check_name, is_number
 
 if TYPE_CHECKING:
     from efficient_search.surrogate.deep_kernel import DeepKernelSurrogate
@@ -123,6 +123,8 @@ class QuickTuneSearcher(Searcher):
             check_int(name, value, min=low)
         check_int("max_t", max_t, min=1, optional=True, expected="an integer >= 1 (epochs)")
         check_int("seed", seed, error=TypeError)
+        check_name("time_attr", time_attr, optional=True)
+        check_name("cost_attr", cost_attr)
         super().__init__(metric=metric, mode=mode)
         self.model = QuickTuneModel(
             surrogate=surrogate,

@@ -36,7 +36,7 @@ from efficient_search.searchers.quicktune_observations import Observations, flat
 from efficient_search.surrogate.loading import detect_format, load_meta_dataset
 from efficient_search.surrogate.meta_dataset import MetaDataset
 from efficient_search.surrogate.settings import SurrogateSettings
-from efficient_search.validate import check_int, check_number
+from efficient_search.validate import check_int, check_mapping, check_number
 
 if TYPE_CHECKING:  # torch and gpytorch load when a surrogate is first needed, not on import
     from efficient_search.surrogate.deep_kernel import DeepKernelSurrogate
@@ -100,6 +100,10 @@ class QuickTuneModel:
     ):
         check_number("alpha", alpha, min=0, expected="a finite number >= 0", fix="e.g. alpha=1.")
         check_int("seed", seed, error=TypeError)
+        if meta_features is not None:
+            check_mapping("meta_features", meta_features, example="{num_classes: 102}")
+            for name, value in meta_features.items():
+                check_number(f"meta_features.{name}", value, numpy=True, error=TypeError)
         if featurize is not None and not callable(featurize):
             raise TypeError(
                 f"`featurize` must be a function config -> hyperparameters, but got {featurize!r}."

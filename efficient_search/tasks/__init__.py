@@ -33,6 +33,8 @@ class Task:
     """Options that must be >= 1."""
     fraction_options: tuple[str, ...] = ()
     """Options that must lie strictly between 0 and 1."""
+    nonnegative_options: tuple[str, ...] = ()
+    """Options that must be >= 0 (seeds)."""
     check: Callable[[Mapping[str, Any]], None] | None = None
     """Further checks of the resolved options (raise ValueError naming the option)."""
     zero3: bool = False
@@ -59,6 +61,10 @@ class Task:
         for key in self.positive_options:
             if resolved[key] < 1:
                 raise ValueError(f"`task_options.{key}` must be >= 1, but got {resolved[key]!r}.")
+        for key in self.nonnegative_options:
+            if resolved[key] < 0:
+                raise ValueError(f"`task_options.{key}` must be >= 0, but got {resolved[key]!r}. "
+                                 f"Fix: e.g. {key}: 0.")
         for key in self.fraction_options:
             if not 0 < resolved[key] < 1:
                 raise ValueError(

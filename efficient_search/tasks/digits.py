@@ -120,5 +120,6 @@ DIGITS = register_task(
         options={"epochs": 4, "val_fraction": 0.25, "data_seed": 0},
         positive_options=("epochs",),
         fraction_options=("val_fraction",),
+        nonnegative_options=("data_seed",),
     )
 )

@@ -294,6 +294,7 @@ SAM = register_task(
         options=OPTIONS,
         positive_options=("epochs", "max_prompts", "batch_size", "lora_rank", "step_epochs"),
         fraction_options=("val_fraction",),
+        nonnegative_options=("data_seed",),
         check=check_options,
     )
 )
