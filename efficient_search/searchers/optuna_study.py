@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -35,8 +34,9 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import flatten_dict, unflatten_dict
 
 from efficient_search.durable import atomic_write
-from efficient_search.searchers.checks import check_objectives, check_points, is_int
+from efficient_search.searchers.checks import check_objectives, check_points
 from efficient_search.searchers.state_file import read_state, write_state
+from efficient_search.validate import is_int, is_number
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class OptunaSearcher(Searcher):
         self._sampler = sampler
         self._sampler_options: dict[str, Any] = (
             {} if population_size is None else {"population_size": population_size})
-        self._seed = int(np.random.SeedSequence().entropy % 2**31) if seed is None else seed
+        self._seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
         self._points = [flatten_dict(dict(p), delimiter="/") for p in check_points(points_to_evaluate)]
         self._space: dict[str, BaseDistribution] | None = None
         self._journal = MemoryJournal()
@@ -288,11 +288,11 @@ class OptunaSearcher(Searcher):
 
     def _objective_values(self, result: Mapping[str, Any] | None) -> list[float] | None:
         """The objective values, or None when one is missing, not a number, NaN or infinite."""
-        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+        metrics: list[str] = self._metric if isinstance(self._metric, list) else [str(self._metric)]
         values = []
         for name in metrics:
             value = None if result is None else result.get(name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not is_number(value, numpy=True, finite=True):
                 return None
             values.append(float(value))
         return values
