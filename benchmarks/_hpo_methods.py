@@ -50,11 +50,20 @@ Pair = tuple[Searcher, TrialScheduler]
 
 
 @dataclass(frozen=True)
+class Prior:
+    """What ours may know before the search by design: the meta-trained surrogate (never trained on the
+    instance being tuned) and the instance's meta-features, if the blackbox has any."""
+
+    surrogate: Any = None
+    meta_features: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
 class Method:
     """How to build one method's pair; ``ours`` marks efficient_search's own methods."""
 
     name: str
-    build: Callable[[BlackboxReplay, int, Any], Pair]
+    build: Callable[[BlackboxReplay, int, Prior], Pair]
     ours: bool
 
 
@@ -62,18 +71,18 @@ def _objective(source: BlackboxReplay) -> dict[str, Any]:
     return {"metric": source.metric, "mode": source.mode}
 
 
-def _quicktune(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
-    searcher = QuickTuneSearcher(source.space(), **_objective(source), seed=seed, surrogate=surrogate,
-                                 time_attr=TIME_ATTR)
+def _quicktune(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
+    searcher = QuickTuneSearcher(source.space(), **_objective(source), seed=seed, surrogate=prior.surrogate,
+                                 meta_features=prior.meta_features, time_attr=TIME_ATTR)
     return searcher, FreezeThawScheduler(searcher=searcher, max_t=source.max_steps, time_attr=TIME_ATTR)
 
 
-def quicktune(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
-    return _quicktune(source, seed, surrogate)
+def quicktune(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
+    return _quicktune(source, seed, prior)
 
 
-def quicktune_no_meta(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
-    return _quicktune(source, seed, None)
+def quicktune_no_meta(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
+    return _quicktune(source, seed, Prior())  # nothing from other instances
 
 
 def _ray_asha(source: BlackboxReplay) -> TrialScheduler:
@@ -83,7 +92,7 @@ def _ray_asha(source: BlackboxReplay) -> TrialScheduler:
                                    reduction_factor=ETA, **_objective(source))
 
 
-def evolution_asha(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+def evolution_asha(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     searcher = EvolutionarySearcher(source.space(), **_objective(source), seed=seed)
     return searcher, RestorableASHA(seed=seed, time_attr=TIME_ATTR, max_t=source.max_steps, grace_period=1,
                                     reduction_factor=ETA, **_objective(source))
@@ -94,7 +103,7 @@ def rungs(steps: int) -> int:
     return min(MAX_RUNGS, 1 + int(math.floor(math.log(steps, ETA) + 1e-9))) if steps >= 1 else 1
 
 
-def random_sh(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+def random_sh(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     count = rungs(source.max_steps)
     top = ETA ** (count - 1)
     scheduler = LayerFreezingScheduler(
@@ -114,15 +123,15 @@ def _ray_optuna(source: BlackboxReplay, seed: int, sampler: str) -> Searcher:
                         sampler=made)
 
 
-def random_fifo(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+def random_fifo(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     return _ray_optuna(source, seed, "random"), FIFOScheduler()
 
 
-def random_asha(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+def random_asha(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     return _ray_optuna(source, seed, "random"), _ray_asha(source)
 
 
-def bohb(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+def bohb(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     from ray.tune.schedulers import HyperBandForBOHB
     from ray.tune.search.bohb import TuneBOHB
 
@@ -131,11 +140,11 @@ def bohb(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
                                       **_objective(source))
 
 
-def tpe_asha(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+def tpe_asha(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     return _ray_optuna(source, seed, "tpe"), _ray_asha(source)
 
 
-def tpe_hyperband(source: BlackboxReplay, seed: int, surrogate: Any) -> Pair:
+def tpe_hyperband(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     from ray.tune.schedulers import HyperBandScheduler
 
     return _ray_optuna(source, seed, "tpe"), HyperBandScheduler(

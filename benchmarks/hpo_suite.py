@@ -2,7 +2,7 @@
 
 Each method (see ``_hpo_methods.py``: ours, their library peers and a no-meta-training ablation) searches
 the scenario's *real* hyperparameters on one instance at a time, driven in-process by
-``efficient_search.testing.ReplaySimulation`` over a ``BlackboxReplay`` (the same Ray Searcher and
+``efficient_search.testing.replay.ReplaySimulation`` over a ``BlackboxReplay`` (the same Ray Searcher and
 TrialScheduler objects Tune would call, one trial at a time): each budget step asks the surrogate for
 the metric and charges its simulated seconds to the clock (a non-continuable fidelity such as
 ``trainsize`` restarts: see ``efficient_search.testing.replay``). Every method sees the same space,
@@ -36,22 +36,18 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
-from _common import record as record_rows
-from _hpo_methods import OURS, Method, all_methods
-from _hpo_metrics import CURVE, FRACTIONS, KEYS, best_peer, key, plot, table, win_rate
+from _common import RESULTS_DIR  # benchmarks/ is on sys.path when run
+from _hpo_methods import OURS, all_methods
+from _hpo_run import Suite, leave_one_out, run_suite
 
 from efficient_search.blackbox import YahpoBenchmark
 from efficient_search.blackbox.sampling import metric_mode, sample_meta_dataset
-from efficient_search.surrogate import DeepKernelSurrogate, MetaDataset, SurrogateSettings
-from efficient_search.testing.replay import ReplaySimulation
+from efficient_search.surrogate import SurrogateSettings
 from efficient_search.testing.replay_blackbox import BlackboxReplay
 
+__all__ = ["leave_one_out", "main", "parse_args", "run"]
 NAME = "hpo_suite"
 #: Quick mode keeps the surrogate's default meta-training steps and samples fewer curves.
 QUICK: dict[str, Any] = {"instances": 2, "seeds": 1, "budget_runs": 3.0, "meta_configs": 32,
@@ -120,126 +116,31 @@ def settle(args: argparse.Namespace, bench: YahpoBenchmark) -> dict[str, Any]:
             "methods": [available[m] for m in wanted]}
 
 
-def leave_one_out(data: MetaDataset, instance: str) -> MetaDataset:
-    """The meta-training data for tuning ``instance``: every other instance, never this one."""
-    held_out = data.drop([instance])
-    if instance in held_out.dataset_names:
-        raise RuntimeError(f"meta-training data still holds the tuned instance {instance!r}.")
-    return held_out
-
-
-def meta_train(data: MetaDataset, instance: str, steps: int, seed: int) -> tuple[DeepKernelSurrogate, float]:
-    started = time.perf_counter()
-    settings = SurrogateSettings(meta_train_steps=steps, cost_train_steps=steps)
-    surrogate = DeepKernelSurrogate(settings=settings, seed=seed).fit(leave_one_out(data, instance))
-    return surrogate, time.perf_counter() - started
-
-
-def simulate(method: Method, source: BlackboxReplay, seed: int, budget: float,
-             surrogate: Any) -> tuple[dict[str, Any], np.ndarray]:
-    """One search: its row of figures and its regret curve."""
-    ref = source.reference()
-    searcher, scheduler = method.build(source, seed, surrogate)
-    started = time.perf_counter()
-    outcome = ReplaySimulation(source, searcher, scheduler, budget_s=budget).run()
-    wall = time.perf_counter() - started
-    row = {"method": method.name, "ours": float(method.ours), "trials": float(outcome.trials),
-           "steps": float(outcome.epochs), "overhead_s": outcome.overhead_s,
-           "overhead_share": outcome.overhead_s / budget, "wall_s": wall}
-    row.update({key(f): outcome.regret_at(f * budget, best=ref.best, worst=ref.worst) for f in FRACTIONS})
-    curve = np.asarray([outcome.regret_at(f * budget, best=ref.best, worst=ref.worst) for f in CURVE])
-    return row, curve
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole suite; returns the RESULT figures."""
+    """The whole suite on a YAHPO scenario; returns the RESULT figures."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     bench = YahpoBenchmark(args.scenario, data_path=args.data_path)
     plan = settle(args, bench)
-    methods: list[Method] = plan["methods"]
     print(f"mode={'quick' if args.quick else 'full'} {bench!r}\ninstances {', '.join(plan['instances'])}; "
           f"seeds {plan['seeds']}; budget {plan['budget_runs']:g} full runs; metric {plan['metric']} "
-          f"({plan['mode']}); methods {', '.join(m.name for m in methods)}", flush=True)
-    if "bohb" not in {m.name for m in methods}:
+          f"({plan['mode']}); methods {', '.join(m.name for m in plan['methods'])}", flush=True)
+    if "bohb" not in {m.name for m in plan["methods"]}:
         print("bohb left out: `pip install hpbandster ConfigSpace` to include Ray's BOHB pair", flush=True)
     started = time.perf_counter()
     data = sample_meta_dataset(bench, bench.instances, configs_per_instance=plan["meta_configs"],
                                seed=0, metric=plan["metric"], mode=plan["mode"])
     print(f"sampled meta-training curves: {data.summary()} in {time.perf_counter() - started:.1f} s",
           flush=True)
-    rows: list[dict[str, Any]] = []
-    curves: dict[str, list[np.ndarray]] = {m.name: [] for m in methods}
-    for instance in plan["instances"]:
-        source = BlackboxReplay(bench, instance, metric=plan["metric"], mode=plan["mode"])
-        ref = source.reference()
-        budget = plan["budget_runs"] * ref.full_run_s
-        surrogate, meta_s = meta_train(data, instance, plan["meta_steps"], seed=plan["seeds"][0])
-        print(f"{instance}: {source.max_steps} steps ({'continues' if source.continuable else 'restarts'}), "
-              f"best/worst of {ref.samples} random configs {ref.best:.4g}/{ref.worst:.4g}, full run "
-              f"{ref.full_run_s:.0f} s, budget {budget:.0f} simulated s; meta-trained on "
-              f"{len(data.dataset_names) - 1} other instances in {meta_s:.1f} s", flush=True)
-        for seed in plan["seeds"]:
-            for method in methods:
-                row, curve = simulate(method, source, seed, budget, surrogate)
-                row.update({"scenario": bench.scenario, "instance": instance, "seed": float(seed),
-                            "budget_s": budget, "meta_train_s": meta_s if method.name == OURS else 0.0})
-                rows.append(row)
-                curves[method.name].append(curve)
-                print(f"  seed {seed} {method.name:30s} regret@10/25/50/100% "
-                      + " ".join(f"{row[k]:7.4f}" for k in KEYS)
-                      + f"  trials {row['trials']:4.0f} steps {row['steps']:5.0f} overhead "
-                      f"{row['overhead_s']:5.1f} s ({100 * row['overhead_share']:.2f}%)", flush=True)
-    return report(pd.DataFrame(rows), curves, methods, bench.scenario, args)
-
-
-def report(frame: pd.DataFrame, curves: dict[str, list[np.ndarray]], methods: list[Method], scenario: str,
-           args: argparse.Namespace) -> dict[str, Any]:
-    summary = table(frame)
-    print(f"\n{'method':30s} " + " ".join(f"{'regret@' + k.split('_')[1] + '%':>15s}" for k in KEYS)
-          + "   rank@10/25/50/100%   overhead")
-    for method, row in summary.iterrows():
-        print(f"{method:30s} " + " ".join(f"{row[k + '_mean']:7.4f}±{row[k + '_se']:<7.4f}" for k in KEYS)
-              + "   " + "/".join(f"{row['rank_' + k.split('_')[1]]:.1f}" for k in KEYS)
-              + f"   {100 * row['overhead_share']:6.2f}%")
-    print("(mean ± standard error over instances x seeds; rank 1 = lowest regret; overhead = searcher + "
-          "scheduler wall time / simulated budget)")
-    peers = [m.name for m in methods if not m.ours]
-    best = best_peer(summary, peers)
-    ours = frame[frame["method"] == OURS]
-    with_meta = float(((ours["overhead_s"] + ours["meta_train_s"]) / ours["budget_s"]).mean())
-    print(f"best peer at 50% of the budget: {best}; win rate counts (instance, seed, fraction) cells where "
-          f"{OURS} has lower regret (ties half); {OURS} overhead with meta-training: {100 * with_meta:.2f}%")
-    mode = "quick" if args.quick else "full"
-    figures: dict[str, Any] = {"scenario": scenario, "mode": mode}
-    figures.update({k: summary.loc[OURS, f"{k}_mean"] for k in KEYS})
-    figures.update({"best_peer": best, "best_peer_regret_50": summary.loc[best, "regret_50_mean"],
-                    "rank_50": summary.loc[OURS, "rank_50"],
-                    "win_rate_vs_best_peer": win_rate(frame, OURS, best),
-                    "overhead_share": summary.loc[OURS, "overhead_share"]})
-    record_rows(args.store, NAME, [("runs", frame)], args.quick, searcher="quicktune",
-                scheduler="freeze_thaw")
-    title = f"{scenario} ({frame['instance'].nunique()} instances x {frame['seed'].nunique()} seeds)"
-    save_figure(plot(curves, frame, OURS, title), f"{NAME}_{scenario}", args.quick)
-    if not args.quick:
-        write_summaries(frame, summary, scenario)
-    print(f"RESULT {NAME} " + " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
-    return figures
-
-
-def write_summaries(frame: pd.DataFrame, summary: pd.DataFrame, scenario: str) -> list[Path]:
-    """The committed summaries of a full run: per-run regrets and the per-method table."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    runs = frame[["scenario", "instance", "seed", "method", *KEYS, "trials", "steps", "overhead_share"]]
-    paths = [RESULTS_DIR / f"{NAME}_{scenario}.csv", RESULTS_DIR / f"{NAME}_{scenario}_summary.csv"]
-    runs.to_csv(paths[0], index=False, float_format="%.4g")
-    summary.to_csv(paths[1], float_format="%.4g")
-    for path in paths:
-        print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB)")
-    return paths
+    suite = Suite(name=NAME, label=bench.scenario, blackbox=bench, metric=plan["metric"], mode=plan["mode"],
+                  instances=plan["instances"], seeds=plan["seeds"], budget_runs=plan["budget_runs"],
+                  methods=plan["methods"], meta_data=data,
+                  settings=SurrogateSettings(meta_train_steps=plan["meta_steps"],
+                                             cost_train_steps=plan["meta_steps"]),
+                  reference=lambda source: source.reference())
+    return run_suite(suite, args)
 
 
 def main(argv: list[str] | None = None) -> None:

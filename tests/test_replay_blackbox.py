@@ -187,6 +187,30 @@ def test_restart_promotion_trains_the_new_rung_from_scratch(continuable: bool) -
             assert charges == pytest.approx([10.0 * k for k in seen])
 
 
+def test_a_recorded_run_that_stopped_early_ends_there() -> None:
+    """A table holds a short run at its last step: the replay ends the trial there (no free epochs)."""
+    import pandas as pd
+
+    from efficient_search.blackbox.tables import TableBenchmark
+    from efficient_search.surrogate import MetaDataset
+
+    data = MetaDataset(configs=pd.DataFrame({"lr": [1e-4, 1e-2]}),
+                       curves=np.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, np.nan]]),
+                       costs=np.asarray([[1.0, 1.0, 1.0], [2.0, 2.0, np.nan]]),
+                       datasets=np.asarray(["A", "A"]), budgets=np.arange(1, 4), metric="accuracy",
+                       mode="max")
+    source = BlackboxReplay(TableBenchmark(data), "A")
+    assert (source.steps({"lr": 1e-2}), source.steps({"lr": 1e-4})) == (2, 3)
+    searcher = OptunaSearcher(source.space(), metric="accuracy", mode="max", sampler="random", seed=0,
+                              points_to_evaluate=[{"lr": 1e-2}, {"lr": 1e-4}])
+    sim = ReplaySimulation(source, searcher, FIFOScheduler(), budget_s=7.0)
+    outcome = sim.run()
+    check_clock(sim, outcome)
+    assert [(s.trial_id, s.step, s.charge) for s in outcome.log] == [
+        ("r00000", 1, 2.0), ("r00000", 2, 2.0), ("r00001", 1, 1.0), ("r00001", 2, 1.0), ("r00001", 3, 1.0)]
+    assert sim.controller.trials[0].status == "TERMINATED"
+
+
 def test_objective_errors_name_the_field_value_and_fix() -> None:
     box = ToyBox(continuable=True)
     with pytest.raises(ValueError, match=r"`metric` 'loss' is not an output.*Fix: pass one of \['score'\]"):
@@ -371,3 +395,27 @@ def test_suite_runs_another_scenario_with_a_restarting_fidelity(suite: Any, tmp_
     assert "31: 20 steps (restarts)" in out and "metric logloss (min)" in out
     assert "RESULT hpo_suite scenario=rbv2_glmnet mode=quick" in out
     assert figures["best_peer"] == "random+asha"
+
+
+QUICKTUNE_DATA = ROOT.parent / "shared" / "data" / "quicktune-mtlbm-extended"
+
+
+@pytest.mark.skipif(not QUICKTUNE_DATA.is_dir(),
+                    reason=f"Quick-Tune meta-dataset not found at {QUICKTUNE_DATA}")
+def test_quicktune_replay_searches_the_real_hyperparameters(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import _common
+    import quicktune_replay
+
+    monkeypatch.setattr(_common, "RESULTS_DIR", tmp_path / "results")
+    figures = quicktune_replay.run(quicktune_replay.parse_args([
+        "--quick", "--meta-dataset", str(QUICKTUNE_DATA), "--datasets", "APL", "--budget-runs", "0.3",
+        "--methods", "quicktune+freeze_thaw,random+asha", "--store", str(tmp_path / "store")]))
+    out = capsys.readouterr().out
+    assert out.startswith("mode=quick") and "32 searched hyperparameters" in out
+    assert "RESULT quicktune_replay scenario=quicktune-mtlbm-extended mode=quick" in out
+    assert figures["best_peer"] == "random+asha"
+    with pytest.raises(ValueError, match=r"`--datasets` names \['nope'\].*Fix"):
+        quicktune_replay.run(quicktune_replay.parse_args(["--quick", "--meta-dataset", str(QUICKTUNE_DATA),
+                                                          "--datasets", "nope"]))

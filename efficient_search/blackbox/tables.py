@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ from efficient_search.blackbox.base import (
     Fidelity,
     check_config,
     check_instance,
+    check_lengths,
     check_mode,
     is_continuable,
 )
@@ -189,7 +190,20 @@ class TableBenchmark(Blackbox):
 
     def evaluate(self, config: Mapping[str, Any], instance: str, fidelity: float) -> dict[str, Any]:
         """The nearest recorded run's metric at ``fidelity`` and its seconds up to there."""
-        row = self.nearest_row(config, instance)
+        return self._at(self.nearest_row(config, instance), fidelity)
+
+    def evaluate_many(self, configs: Sequence[Mapping[str, Any]], instance: str,
+                      fidelities: Sequence[float]) -> list[dict[str, Any]]:
+        """:meth:`evaluate` for each (config, fidelity) pair; a config repeated over a curve is looked
+        up once."""
+        check_lengths(configs, fidelities)
+        rows: dict[int, int] = {}
+        for config in configs:
+            if id(config) not in rows:
+                rows[id(config)] = self.nearest_row(config, instance)
+        return [self._at(rows[id(c)], f) for c, f in zip(configs, fidelities, strict=True)]
+
+    def _at(self, row: int, fidelity: float) -> dict[str, Any]:
         value = self._fidelity.check(fidelity)
         steps = np.flatnonzero(np.isclose(self.data.budgets, value))
         if steps.size == 0:

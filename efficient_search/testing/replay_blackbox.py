@@ -2,7 +2,8 @@
 :class:`~efficient_search.testing.replay.ReplaySimulation` drives searchers and schedulers over the
 blackbox's *real* hyperparameters (the same space, lookup and clock for every method).
 
-Budget step ``k`` is the fidelity value ``fidelity_steps(...)[k - 1]`` (epoch ``k`` on LCBench); a
+Budget step ``k`` is the fidelity value ``fidelity_steps(...)[k - 1]`` (epoch ``k`` on LCBench); a run
+the blackbox holds at an earlier step (a table's run that stopped early) ends there. A
 trial's config holds the hyperparameters of ``blackbox.space()`` (keys the schedulers add, such as
 ``epochs``, are ignored by the blackbox). A config's whole curve is evaluated in one batch the first
 time it runs and kept, so replaying a step costs a lookup. Whether steps continue or restart comes
@@ -20,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,7 +75,15 @@ class BlackboxReplay:
         return self.blackbox.fidelity.continuable
 
     def steps(self, config: Mapping[str, Any]) -> int:
-        return self.max_steps
+        """Steps ``config`` can run: all, unless the blackbox holds a shorter run at its last step (a
+        table's run that stopped early reports the fidelity it reached, below the one asked for)."""
+        key = self.blackbox.fidelity.key
+        reached = 0
+        for out, value in zip(self._curve(config), self.grid, strict=True):
+            if key in out and not math.isclose(float(out[key]), float(value), rel_tol=1e-9, abs_tol=1e-12):
+                break
+            reached += 1
+        return max(reached, 1)
 
     def result(self, config: Mapping[str, Any], step: int) -> tuple[float, float, dict[str, Any]]:
         """The metric, the seconds of a run from scratch to ``step``, and the other outputs (among them

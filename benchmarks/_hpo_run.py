@@ -1,0 +1,162 @@
+"""The loop `hpo_suite.py` and `quicktune_replay.py` share: every method on every instance and seed of a
+blackbox, replayed on a simulated clock, then the report (table, plot, store rows, summaries, RESULT).
+
+A :class:`Suite` says what differs between them: the blackbox, the meta-training data (all instances;
+each instance is tuned with a surrogate meta-trained on the *others*), the reference values regret is
+normalised by, and the instances' meta-features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import _common  # benchmarks/ is on sys.path when run
+import numpy as np
+import pandas as pd
+from _hpo_methods import OURS, Method, Prior
+from _hpo_metrics import CURVE, FRACTIONS, KEYS, best_peer, key, plot, table, win_rate
+
+from efficient_search.blackbox import Blackbox
+from efficient_search.blackbox.sampling import ReferenceValues
+from efficient_search.surrogate import DeepKernelSurrogate, MetaDataset, SurrogateSettings
+from efficient_search.testing.replay import ReplaySimulation
+from efficient_search.testing.replay_blackbox import BlackboxReplay
+
+
+@dataclass
+class Suite:
+    """One comparison: which blackbox, where meta-training data and reference values come from."""
+
+    #: Names the RESULT line, the store experiment (``bench-<name>``), plots and summaries.
+    name: str
+    #: The scenario or meta-dataset, for titles and file names.
+    label: str
+    blackbox: Blackbox
+    metric: str
+    mode: str
+    instances: list[str]
+    seeds: list[int]
+    budget_runs: float
+    methods: list[Method]
+    #: Curves of every instance: the instance being tuned is dropped before meta-training.
+    meta_data: MetaDataset
+    settings: SurrogateSettings
+    reference: Callable[[BlackboxReplay], ReferenceValues]
+    meta_features: Callable[[str], dict[str, float] | None] = lambda instance: None
+    #: File name stem of the plot and summaries (default ``<name>_<label>``).
+    stem: str = ""
+
+    @property
+    def file_stem(self) -> str:
+        return self.stem or f"{self.name}_{self.label}"
+
+
+def leave_one_out(data: MetaDataset, instance: str) -> MetaDataset:
+    """The meta-training data for tuning ``instance``: every other instance, never this one."""
+    held_out = data.drop([instance])
+    if instance in held_out.dataset_names:
+        raise RuntimeError(f"meta-training data still holds the tuned instance {instance!r}.")
+    return held_out
+
+
+def meta_train(data: MetaDataset, instance: str, settings: SurrogateSettings,
+               seed: int) -> tuple[DeepKernelSurrogate, float]:
+    started = time.perf_counter()
+    surrogate = DeepKernelSurrogate(settings=settings, seed=seed).fit(leave_one_out(data, instance))
+    return surrogate, time.perf_counter() - started
+
+
+def simulate(method: Method, source: BlackboxReplay, ref: ReferenceValues, seed: int, budget: float,
+             prior: Prior) -> tuple[dict[str, Any], np.ndarray]:
+    """One search: its row of figures and its regret curve."""
+    searcher, scheduler = method.build(source, seed, prior)
+    started = time.perf_counter()
+    outcome = ReplaySimulation(source, searcher, scheduler, budget_s=budget).run()
+    wall = time.perf_counter() - started
+    row = {"method": method.name, "ours": float(method.ours), "trials": float(outcome.trials),
+           "steps": float(outcome.epochs), "overhead_s": outcome.overhead_s,
+           "overhead_share": outcome.overhead_s / budget, "wall_s": wall}
+    row.update({key(f): outcome.regret_at(f * budget, best=ref.best, worst=ref.worst) for f in FRACTIONS})
+    curve = np.asarray([outcome.regret_at(f * budget, best=ref.best, worst=ref.worst) for f in CURVE])
+    return row, curve
+
+
+def run_suite(suite: Suite, args: argparse.Namespace) -> dict[str, Any]:
+    """Every method on every instance and seed; returns the RESULT figures."""
+    rows: list[dict[str, Any]] = []
+    curves: dict[str, list[np.ndarray]] = {m.name: [] for m in suite.methods}
+    for instance in suite.instances:
+        source = BlackboxReplay(suite.blackbox, instance, metric=suite.metric, mode=suite.mode)
+        ref = suite.reference(source)
+        budget = suite.budget_runs * ref.full_run_s
+        surrogate, meta_s = meta_train(suite.meta_data, instance, suite.settings, seed=suite.seeds[0])
+        prior = Prior(surrogate, suite.meta_features(instance))
+        print(f"{instance}: {source.max_steps} steps ({'continues' if source.continuable else 'restarts'}), "
+              f"best/worst {ref.best:.4g}/{ref.worst:.4g} (of {ref.samples} configs), full run "
+              f"{ref.full_run_s:.0f} s, budget {budget:.0f} simulated s; meta-trained on "
+              f"{len(suite.meta_data.dataset_names) - 1} other instances in {meta_s:.1f} s", flush=True)
+        for seed in suite.seeds:
+            for method in suite.methods:
+                row, curve = simulate(method, source, ref, seed, budget, prior)
+                row.update({"scenario": suite.label, "instance": instance, "seed": float(seed),
+                            "budget_s": budget, "meta_train_s": meta_s if method.name == OURS else 0.0})
+                rows.append(row)
+                curves[method.name].append(curve)
+                print(f"  seed {seed} {method.name:30s} regret@10/25/50/100% "
+                      + " ".join(f"{row[k]:7.4f}" for k in KEYS)
+                      + f"  trials {row['trials']:4.0f} steps {row['steps']:5.0f} overhead "
+                      f"{row['overhead_s']:5.1f} s ({100 * row['overhead_share']:.2f}%)", flush=True)
+    return report(pd.DataFrame(rows), curves, suite, args)
+
+
+def report(frame: pd.DataFrame, curves: dict[str, list[np.ndarray]], suite: Suite,
+           args: argparse.Namespace) -> dict[str, Any]:
+    summary = table(frame)
+    print(f"\n{'method':30s} " + " ".join(f"{'regret@' + k.split('_')[1] + '%':>15s}" for k in KEYS)
+          + "   rank@10/25/50/100%   overhead")
+    for method, row in summary.iterrows():
+        print(f"{method:30s} " + " ".join(f"{row[k + '_mean']:7.4f}±{row[k + '_se']:<7.4f}" for k in KEYS)
+              + "   " + "/".join(f"{row['rank_' + k.split('_')[1]]:.1f}" for k in KEYS)
+              + f"   {100 * row['overhead_share']:6.2f}%")
+    print("(mean ± standard error over instances x seeds; rank 1 = lowest regret; overhead = searcher + "
+          "scheduler wall time / simulated budget)")
+    peers = [m.name for m in suite.methods if not m.ours]
+    best = best_peer(summary, peers)
+    ours = frame[frame["method"] == OURS]
+    with_meta = float(((ours["overhead_s"] + ours["meta_train_s"]) / ours["budget_s"]).mean())
+    print(f"best peer at 50% of the budget: {best}; win rate counts (instance, seed, fraction) cells where "
+          f"{OURS} has lower regret (ties half); {OURS} overhead with meta-training: {100 * with_meta:.2f}%")
+    mode = "quick" if args.quick else "full"
+    figures: dict[str, Any] = {"scenario": suite.label, "mode": mode}
+    figures.update({k: summary.loc[OURS, f"{k}_mean"] for k in KEYS})
+    figures.update({"best_peer": best, "best_peer_regret_50": summary.loc[best, "regret_50_mean"],
+                    "rank_50": summary.loc[OURS, "rank_50"],
+                    "win_rate_vs_best_peer": win_rate(frame, OURS, best),
+                    "overhead_share": summary.loc[OURS, "overhead_share"]})
+    _common.record(args.store, suite.name, [("runs", frame)], args.quick, searcher="quicktune",
+                   scheduler="freeze_thaw")
+    title = f"{suite.label} ({frame['instance'].nunique()} instances x {frame['seed'].nunique()} seeds)"
+    _common.save_figure(plot(curves, frame, OURS, title), suite.file_stem, args.quick)
+    if not args.quick:
+        write_summaries(frame, summary, suite.file_stem)
+    print(f"RESULT {suite.name} " + " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
+    return figures
+
+
+def write_summaries(frame: pd.DataFrame, summary: pd.DataFrame, stem: str) -> list[Path]:
+    """The committed summaries of a full run: per-run regrets and the per-method table."""
+    folder = _common.RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = frame[["scenario", "instance", "seed", "method", *KEYS, "trials", "steps", "overhead_share"]]
+    paths = [folder / f"{stem}.csv", folder / f"{stem}_summary.csv"]
+    runs.to_csv(paths[0], index=False, float_format="%.4g")
+    summary.to_csv(paths[1], float_format="%.4g")
+    for path in paths:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KB)")
+    return paths
