@@ -1,13 +1,19 @@
-"""Validation of the searcher's options: errors that state the rule, the values and the fix."""
+"""What every searcher checks: its options (errors that state the rule, the values and the fix),
+Tune's objectives, readiness to suggest, and the objective values of a result."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ray.tune.result import DEFAULT_METRIC
+from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searcher
 
-from efficient_search.validate import is_int
+from efficient_search.validate import is_int, is_number
+
+logger = logging.getLogger(__name__)
+SpaceT = TypeVar("SpaceT")
 
 MODES = ("min", "max")
 
@@ -63,3 +69,43 @@ def check_points(points: Any) -> list[Mapping[str, Any]]:
             isinstance(p, Mapping) for p in points):
         raise TypeError(f"`points_to_evaluate` must be a list of config dicts, but got {points!r}.")
     return [dict(p) for p in points]
+
+
+def tune_objectives(own_metric: Any, own_mode: Any, metric: Any, mode: Any) -> tuple[Any, Any]:
+    """The objectives ``set_search_properties`` settles on: Tune's metric/mode fill what the
+    searcher lacks; several objectives come only through the constructor (Tune knows one)."""
+    if isinstance(own_metric, list):
+        metric, mode = own_metric, own_mode
+    return check_objectives(metric or own_metric, mode or own_mode)
+
+
+def check_ready(searcher: Searcher, space: SpaceT | None) -> SpaceT:
+    """The searcher's space, or Ray's own errors for ``suggest`` before a space, or before metric
+    and mode, are set."""
+    name = type(searcher).__name__
+    if space is None:
+        raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=name, space="space"))
+    if not searcher.metric or not searcher.mode:
+        raise RuntimeError(UNDEFINED_METRIC_MODE.format(cls=name, metric=searcher.metric,
+                                                        mode=searcher.mode))
+    return space
+
+
+def objective_values(metrics: Sequence[str], result: Mapping[str, Any] | None) -> list[float] | None:
+    """The objectives' values in ``result``, or None when one is missing, not a number or not finite."""
+    values = []
+    for name in metrics:
+        value = (result or {}).get(name)
+        if not is_number(value, numpy=True, finite=True):
+            return None
+        values.append(float(value))
+    return values
+
+
+def log_ignored_result(searcher: Searcher, trial_id: str, finished: bool) -> None:
+    """A late result (the trial finished already) or one for a trial never suggested: ignored."""
+    if finished:
+        logger.warning("%s: trial %s finished already; its later result is ignored.",
+                       type(searcher).__name__, trial_id)
+    else:
+        logger.debug("%s: result for unknown trial %s ignored.", type(searcher).__name__, trial_id)

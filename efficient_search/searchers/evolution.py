@@ -21,15 +21,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searcher
+from ray.tune.search import UNDEFINED_SEARCH_SPACE, Searcher
 
 from efficient_search.searchers.budget import Cost, CostBudget
-from efficient_search.searchers.checks import check_objectives, check_points, check_sizes, is_int
+from efficient_search.searchers.checks import (
+    check_objectives,
+    check_points,
+    check_ready,
+    check_sizes,
+    is_int,
+    log_ignored_result,
+    objective_values,
+    tune_objectives,
+)
 from efficient_search.searchers.pareto import non_dominated_sort
 from efficient_search.searchers.population import AgingPopulation, ParetoPopulation
 from efficient_search.searchers.space import Gene, Genome, SearchSpace, SpaceLike, as_search_space
 from efficient_search.searchers.state_file import read_state, write_state
-from efficient_search.validate import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -130,36 +138,25 @@ class EvolutionarySearcher(Searcher):
                               config: dict[str, Any], **spec: Any) -> bool:
         if self._space is not None:
             return False
-        if isinstance(self._metric, list):  # several objectives: Tune only knows one of them
-            metric, mode = self._metric, self._mode
-        metric_, mode_ = check_objectives(metric or self._metric, mode or self._mode)
+        metric_, mode_ = tune_objectives(self._metric, self._mode, metric, mode)
         self._set_space(config)
         self._metric, self._mode = metric_, mode_
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self._space is None:
-            raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space"))
-        if not self._metric or not self._mode:
-            raise RuntimeError(UNDEFINED_METRIC_MODE.format(
-                cls=type(self).__name__, metric=self._metric, mode=self._mode))
+        space = check_ready(self, self._space)
         if trial_id in self._pending:  # asked again: the same answer
-            return self._space.decode(self._pending[trial_id])
+            return space.decode(self._pending[trial_id])
         genome = self._next_genome()
         self._pending[trial_id] = genome
         self._seen.add(self._identity_of(genome))
         self._suggested += 1
-        return self._space.decode(genome)
+        return space.decode(genome)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         if trial_id not in self._pending:
-            if trial_id in self._finished:
-                logger.warning("%s: trial %s finished already; its later result is ignored.",
-                               type(self).__name__, trial_id)
-            else:
-                logger.debug("%s: result for unknown trial %s ignored.", type(self).__name__,
-                             trial_id)
+            log_ignored_result(self, trial_id, trial_id in self._finished)
             return
         genome = self._pending.pop(trial_id)
         values = None if error else self._objective_values(result)
@@ -297,13 +294,7 @@ class EvolutionarySearcher(Searcher):
         return [v if m == "min" else -v for v, m in zip(values, modes, strict=True)]
 
     def _objective_values(self, result: Mapping[str, Any] | None) -> list[float] | None:
-        values = []
-        for name in self._metrics:
-            value = (result or {}).get(name)
-            if not is_number(value, numpy=True, finite=True):
-                return None
-            values.append(float(value))
-        return values
+        return objective_values(self._metrics, result)
 
     def _ensure_population(self) -> AgingPopulation | ParetoPopulation:
         if self._population is None:

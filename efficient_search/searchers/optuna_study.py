@@ -29,14 +29,21 @@ from optuna.distributions import BaseDistribution, distribution_to_json, json_to
 from optuna.storages import JournalStorage
 from optuna.storages.journal import BaseJournalBackend
 from optuna.trial import TrialState
-from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searcher
+from ray.tune.search import UNDEFINED_METRIC_MODE, Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import flatten_dict, unflatten_dict
 
 from efficient_search.durable import atomic_write
-from efficient_search.searchers.checks import check_objectives, check_points
+from efficient_search.searchers.checks import (
+    check_objectives,
+    check_points,
+    check_ready,
+    log_ignored_result,
+    objective_values,
+    tune_objectives,
+)
 from efficient_search.searchers.state_file import read_state, write_state
-from efficient_search.validate import is_int, is_number
+from efficient_search.validate import is_int
 
 logger = logging.getLogger(__name__)
 
@@ -129,39 +136,29 @@ class OptunaSearcher(Searcher):
                               config: dict[str, Any], **spec: Any) -> bool:
         if self._space is not None:
             return False
-        if isinstance(self._metric, list):  # several objectives: Tune only knows one of them
-            metric, mode = self._metric, self._mode
-        metric_, mode_ = check_objectives(metric or self._metric, mode or self._mode)
-        self._metric, self._mode = metric_, mode_
+        self._metric, self._mode = tune_objectives(self._metric, self._mode, metric, mode)
         self._set_space(config)
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self._space is None:
-            raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space"))
-        if not self._metric or not self._mode:
-            raise RuntimeError(UNDEFINED_METRIC_MODE.format(
-                cls=type(self).__name__, metric=self._metric, mode=self._mode))
+        space = check_ready(self, self._space)
         study = self._ensure_study()
         if trial_id not in self._pending:
             number = len(study.get_trials(deepcopy=False))
             study.sampler = make_sampler(self._sampler, self._trial_seed(number), self._sampler_options)
-            self._pending[trial_id] = study.ask(fixed_distributions=self._space).number
+            self._pending[trial_id] = study.ask(fixed_distributions=space).number
         params = study.get_trials(deepcopy=False)[self._pending[trial_id]].params
         return unflatten_dict(dict(params))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
         if trial_id not in self._pending:
-            if trial_id in self._finished:
-                logger.warning("%s: trial %s finished already; its later result is ignored.",
-                               type(self).__name__, trial_id)
-            else:
-                logger.debug("%s: result for unknown trial %s ignored.", type(self).__name__, trial_id)
+            log_ignored_result(self, trial_id, trial_id in self._finished)
             return
         number = self._pending.pop(trial_id)
         self._finished.add(trial_id)
-        values = None if error else self._objective_values(result)
+        metrics = self._metric if isinstance(self._metric, list) else [str(self._metric)]
+        values = None if error else objective_values(metrics, result)
         study = self._ensure_study()
         if values is None:
             study.tell(number, state=TrialState.FAIL)
@@ -285,14 +282,3 @@ class OptunaSearcher(Searcher):
 
     def _trial_seed(self, number: int) -> int:
         return int(np.random.SeedSequence([self._seed, number]).generate_state(1)[0])
-
-    def _objective_values(self, result: Mapping[str, Any] | None) -> list[float] | None:
-        """The objective values, or None when one is missing, not a number, NaN or infinite."""
-        metrics: list[str] = self._metric if isinstance(self._metric, list) else [str(self._metric)]
-        values = []
-        for name in metrics:
-            value = None if result is None else result.get(name)
-            if not is_number(value, numpy=True, finite=True):
-                return None
-            values.append(float(value))
-        return values

@@ -34,10 +34,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from ray.tune.search import UNDEFINED_METRIC_MODE, UNDEFINED_SEARCH_SPACE, Searcher
+from ray.tune.search import UNDEFINED_SEARCH_SPACE, Searcher
 
 from efficient_search.searchers.axes import ChoiceAxis, IntAxis
-from efficient_search.searchers.checks import check_points
+from efficient_search.searchers.checks import check_points, check_ready
 from efficient_search.searchers.quicktune_model import Featurize, QuickTuneModel
 from efficient_search.searchers.space import Genome, SearchSpace, as_search_space
 from efficient_search.searchers.state_file import read_state, write_state
@@ -185,14 +185,9 @@ class QuickTuneSearcher(Searcher):
         return self._max_concurrent
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        if self._space is None:
-            raise RuntimeError(UNDEFINED_SEARCH_SPACE.format(cls=type(self).__name__, space="space"))
-        if not self._metric or not self._mode:
-            raise RuntimeError(
-                UNDEFINED_METRIC_MODE.format(cls=type(self).__name__, metric=self._metric, mode=self._mode)
-            )
+        space = check_ready(self, self._space)
         if trial_id in self._live:
-            return self._space.decode(self._live[trial_id])
+            return space.decode(self._live[trial_id])
         if self.model.exhausted:
             return Searcher.FINISHED  # type: ignore[return-value]  # Ray's documented end marker
         running = [t for t in self._live if t not in self.model.paused]
@@ -205,7 +200,7 @@ class QuickTuneSearcher(Searcher):
         self._live[trial_id] = genome
         self._seen.add(tuple(genome))
         self._suggested += 1
-        config = self._space.decode(genome)
+        config = space.decode(genome)
         self.model.register(trial_id, config)
         return config
 
