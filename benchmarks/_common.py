@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from pathlib import Path
@@ -42,3 +43,21 @@ def record(store_root: str, name: str, tables: list[tuple[str, pd.DataFrame]], q
             callback.add(f"{run}-{part}-{i}", config,
                          {"training_iteration": 1, "timestamp": now, **numbers}, "TERMINATED")
     callback.flush()
+
+
+def print_result(name: str, figures: dict[str, Any], quick: bool) -> str:
+    """Print (and return) the benchmark's last line, ``RESULT <name> mode=quick|full key=value ...``:
+    numbers to 4 significant digits, anything else as text. Quick figures are never results."""
+    def text(value: Any) -> str:
+        if isinstance(value, float) and math.isfinite(value):
+            return f"{value:.4g}"
+        return str(value)
+
+    mode = "quick" if quick else "full"
+    if figures.get("mode", mode) != mode:
+        raise ValueError(f"RESULT figures say mode={figures['mode']!r}, but the run is {mode!r}.")
+    # First, unless the figures place it themselves (hpo_suite: scenario=... mode=...).
+    fields = figures if "mode" in figures else {"mode": mode, **figures}
+    line = f"RESULT {name} " + " ".join(f"{k}={text(v)}" for k, v in fields.items())
+    print(line)
+    return line

@@ -144,8 +144,7 @@ def report(frame: pd.DataFrame, curves: dict[str, list[np.ndarray]], suite: Suit
     _common.save_figure(plot(curves, frame, OURS, title), suite.file_stem, args.quick)
     if not args.quick:
         write_summaries(frame, summary, suite.file_stem)
-    print(f"RESULT {suite.name} " + " ".join(
-        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
+    _common.print_result(suite.name, figures, args.quick)
     return figures
 
 

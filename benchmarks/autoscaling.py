@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 import pandas as pd
-from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
+from _common import RESULTS_DIR, print_result, save_figure  # benchmarks/ is on sys.path when run
 from _common import record as record_rows
 
 from efficient_search.cluster import ClusterOptions, ClusterReport, run_on_cluster
@@ -164,7 +164,7 @@ def main() -> None:
     record_rows(args.store, NAME, [("run", table), ("ratio", ratios), ("headline", pd.DataFrame([figures]))],
                 args.quick, searcher="+".join(searchers), scheduler="fifo")
     plot(timelines, searchers, args.quick)
-    print("RESULT autoscaling " + " ".join(f"{k}={v:.3g}" for k, v in figures.items()))
+    print_result("autoscaling", figures, args.quick)
 
 
 def _median(values: Any) -> float:

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import pandas as pd
-from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
+from _common import RESULTS_DIR, print_result, save_figure  # benchmarks/ is on sys.path when run
 from _common import record as record_rows
 
 import efficient_search as es
@@ -134,7 +134,7 @@ def main() -> None:
         "identical_suggestions": f"{int(table['identical_suggestions'].sum())}/{len(table)}",
         "time_ratio_p50": f"{statistics.median(table['time_ratio']):.2f}",
     }
-    print("RESULT faults " + " ".join(f"{k}={v}" for k, v in figures.items()))
+    print_result("faults", figures, args.quick)
 
 
 if __name__ == "__main__":

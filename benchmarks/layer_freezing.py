@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
+from _common import RESULTS_DIR, print_result, save_figure  # benchmarks/ is on sys.path when run
 from _common import record as record_rows
 from scipy import stats
 
@@ -292,7 +292,7 @@ def main() -> None:
         figures[f"best_gap_vs_asha_{variant[15:]}"] = float(asha["best_full"] - row["best_full"])
     record(args.store, log, quality, cost, e2e, figures, quick=args.quick)
     plot(quality, cost, e2e, quick=args.quick)
-    print("RESULT layer_freezing " + " ".join(f"{k}={v:.3g}" for k, v in figures.items()))
+    print_result("layer_freezing", figures, args.quick)
 
 
 def record(store_root: str, log: list[dict[str, Any]], quality: pd.DataFrame, cost: pd.DataFrame,

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
-from _common import RESULTS_DIR, record, save_figure  # benchmarks/ is on sys.path when run
+from _common import RESULTS_DIR, print_result, record, save_figure  # benchmarks/ is on sys.path when run
 
 import efficient_search as es
 from efficient_search.store import ParquetStore
@@ -238,8 +238,7 @@ def main() -> None:
         "seeds": float(args.seeds),
     }
     print(f"total {time.perf_counter() - started:.0f} s")
-    print(f"RESULT {NAME} " + " ".join(f"{k}={v:.4g}" if np.isfinite(v) else f"{k}={v}"
-                                       for k, v in figures.items()))
+    print_result(NAME, figures, args.quick)
     ray.shutdown()
 
 

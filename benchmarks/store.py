@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _common import RESULTS_DIR, save_figure  # benchmarks/ is on sys.path when run
+from _common import RESULTS_DIR, print_result, save_figure  # benchmarks/ is on sys.path when run
 
 from efficient_search.ray_compat import storage_context, trial_dataframe
 from efficient_search.store import ParquetStore, ParquetStoreCallback
@@ -147,9 +147,9 @@ def main() -> None:
     }
     record(args.store, figures, quick=args.quick)
     plot(figures, quick=args.quick)
-    print("RESULT store " + " ".join(
-        f"{k}={v:.4g}" for k, v in figures.items() if k in
-        ("ingest_rows_per_s", "append_ms_per_result", "load_speedup_vs_ray", "rows")))
+    print_result("store", {k: v for k, v in figures.items() if k in
+                           ("ingest_rows_per_s", "append_ms_per_result", "load_speedup_vs_ray", "rows")},
+                 args.quick)
 
 
 def record(store_root: str, figures: dict[str, float], quick: bool) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from _common import RESULTS_DIR, record, save_figure  # benchmarks/ is on sys.path when run
+from _common import RESULTS_DIR, print_result, record, save_figure  # benchmarks/ is on sys.path when run
 from ray.tune.search.sample import Domain
 
 from efficient_search.search_spaces.subnetwork import BIN_FRACTIONS as FRACTIONS
@@ -247,7 +247,7 @@ def main() -> None:
                               ("headline", pd.DataFrame([figures]))], args.quick,
            searcher="evolution,random,first-k")
     plot(rows, costs, full, args.quick)
-    print(f"RESULT {NAME} " + " ".join(f"{k}={v:.3g}" for k, v in figures.items()))
+    print_result(NAME, figures, args.quick)
 
 
 def plot(rows: pd.DataFrame, costs: pd.DataFrame, full: int, quick: bool) -> None:
