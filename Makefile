@@ -60,6 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/faults.py
 	$(BIN)/python benchmarks/autoscaling.py
 	$(BIN)/python benchmarks/quicktune_replay.py
+	$(BIN)/python benchmarks/hpo_suite.py
 	$(BIN)/python benchmarks/pretrain_from_subnetwork.py
 
 lint: $(STAMP)
