@@ -203,7 +203,7 @@ def test_autoscale_command_scales_up_and_back_down(tmp_path: Path) -> None:
 
 
 KILL_SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, sys, time
     import ray
     from ray.tune import Callback
     import efficient_search as es
@@ -233,7 +233,14 @@ KILL_SCRIPT = textwrap.dedent("""
         cluster.wait_for_workers(2)
         killer = KillTrialNode(cluster)
         es.run(spec, callbacks=[killer])
-        alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+        # The trial's actor dies with the raylet at once; the GCS marks the node dead only after its
+        # health checks time out, which an idle machine's quick run can outpace: wait for it.
+        dead, deadline = {k["node_id"] for k in killer.killed}, time.monotonic() + 90
+        while True:
+            alive = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+            if not dead & set(alive) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         print("KILLED " + json.dumps({"killed": killer.killed, "recovered": killer.recovered,
                                       "alive": alive}))
     finally:
