@@ -180,7 +180,7 @@ class OptunaSearcher(Searcher):
             "points": self._points,
             "pending": dict(self._pending),
             "finished": sorted(self._finished),
-            "journal": self._journal.logs,
+            "journal": list(self._journal.logs),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
