@@ -190,10 +190,11 @@ def _linear_model(path: Path, weights: np.ndarray, n_cat: int) -> None:
     onnx.save(model, str(path))
 
 
-@pytest.fixture
-def glmnet(tmp_path: Path) -> tuple[YahpoBenchmark, np.ndarray]:
-    folder = tmp_path / "rbv2_glmnet"
-    folder.mkdir()
+def write_glmnet_scenario(root: Path) -> np.ndarray:
+    """A synthetic ``rbv2_glmnet`` data folder under ``root`` (yahpo's own scenario configuration, a
+    linear ONNX model); returns the model's weights."""
+    folder = root / "rbv2_glmnet"
+    folder.mkdir(parents=True)
     with open(folder / "config_space.json", "w") as stream:
         _glmnet_space().to_json(stream)
     encoding = {"task_id": {"#na#": 0, "3": 1, "31": 2},
@@ -203,6 +204,12 @@ def glmnet(tmp_path: Path) -> tuple[YahpoBenchmark, np.ndarray]:
     weights = np.random.default_rng(0).normal(size=(6, len(GLMNET_Y)))
     weights[:, GLMNET_Y.index("timetrain")] = [0.0, 0.0, 0.0, 0.0, 100.0, 1.0]  # 100 * trainsize + repl
     _linear_model(folder / "model.onnx", weights, n_cat=2)
+    return weights
+
+
+@pytest.fixture
+def glmnet(tmp_path: Path) -> tuple[YahpoBenchmark, np.ndarray]:
+    weights = write_glmnet_scenario(tmp_path)
     return YahpoBenchmark("rbv2_glmnet", data_path=tmp_path), weights.astype(np.float32)
 
 

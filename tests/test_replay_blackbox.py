@@ -372,21 +372,10 @@ def test_suite_runs_another_scenario_with_a_restarting_fidelity(suite: Any, tmp_
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """yahpo's own rbv2_glmnet configuration over a synthetic data folder (tests/test_blackbox.py's
     linear model): its budget is ``trainsize``, which restarts."""
-    import json
-
     pytest.importorskip("onnx", reason="onnx builds the synthetic scenario's model")
-    from test_blackbox import GLMNET_Y, _glmnet_space, _linear_model
+    from test_blackbox import write_glmnet_scenario
 
-    folder = tmp_path / "yahpo" / "rbv2_glmnet"
-    folder.mkdir(parents=True)
-    with open(folder / "config_space.json", "w") as stream:
-        _glmnet_space().to_json(stream)
-    encoding = {"task_id": {"#na#": 0, "3": 1, "31": 2},
-                "num.impute.selected.cpo": {"#na#": 0, "impute.mean": 1, "impute.median": 2}}
-    (folder / "encoding.json").write_text(json.dumps(encoding))
-    weights = np.random.default_rng(0).normal(size=(6, len(GLMNET_Y)))
-    weights[:, GLMNET_Y.index("timetrain")] = [0.0, 0.0, 0.0, 0.0, 100.0, 1.0]  # 100 * trainsize + repl
-    _linear_model(folder / "model.onnx", weights, n_cat=2)
+    write_glmnet_scenario(tmp_path / "yahpo")
     figures = suite.run(suite.parse_args([
         "--quick", "--scenario", "rbv2_glmnet", "--data-path", str(tmp_path / "yahpo"), "--metric", "logloss",
         "--instances", "31", "--budget-runs", "2", "--meta-configs", "4", "--meta-steps", "20",
