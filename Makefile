@@ -18,7 +18,7 @@ export HF_DATASETS_OFFLINE := 1
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: demo test test-slow bench lint install lock
+.PHONY: demo test test-slow bench bench-report lint install lock
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quicktune_replay.py
 	$(BIN)/python benchmarks/hpo_suite.py
 	$(BIN)/python benchmarks/pretrain_from_subnetwork.py
+
+# README tables between `<!-- bench-report:NAME -->` markers, regenerated from benchmarks/results/ summaries.
+bench-report: $(STAMP)
+	$(BIN)/python benchmarks/bench_report.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,241 @@
+"""Regenerate README tables from the benchmark summaries committed under ``benchmarks/results/``.
+
+A README region between two marker comments
+
+    <!-- bench-report:hpo_suite_lcbench -->
+    (generated: do not edit by hand)
+    <!-- /bench-report -->
+
+is replaced by the table its report makes from its summary file, and a line naming that file and the
+command that wrote it, so every quoted figure can be traced to committed data.
+
+    python benchmarks/bench_report.py            # rewrite the regions of README.md (also `make bench-report`)
+    python benchmarks/bench_report.py --check    # exit 1 if README.md differs from the committed summaries
+
+A summary that is not committed yet is not an error: its region says so and names the command that
+writes it. That keeps the command usable while some runs are still missing, and ``--check`` still
+fails if README quotes figures from a file that is not there.
+
+To add a report: write a renderer ``(path) -> markdown`` and add an entry to ``REPORTS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from efficient_search.durable import atomic_write
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+COMMAND = "make bench-report"
+START = re.compile(r"<!-- bench-report:(?P<name>[\w.-]+) -->")
+END = "<!-- /bench-report -->"
+#: Anything that looks like a marker; each must be exactly START or END.
+MARKER = re.compile(r"<!--\s*/?\s*bench-report\b.*?-->", re.DOTALL)
+FIELD = re.compile(r"\{(\w+)\}")
+
+
+@dataclass(frozen=True)
+class Report:
+    """How one README region is made. ``{field}`` placeholders in ``source`` and ``command`` are
+    filled from the marker name matched against the registry key (e.g. ``hpo_suite_{scenario}``)."""
+
+    #: The summary file, relative to the results folder.
+    source: str
+    #: The command that writes it (quoted beside the table).
+    command: str
+    #: Markdown made from the summary file.
+    render: Callable[[Path], str]
+
+
+# -- renderers ------------------------------------------------------------------------------------------
+
+def number(value: float) -> str:
+    """Four decimals; small non-zero values in scientific notation; NaN as a dash."""
+    if math.isnan(value):
+        return "–"
+    return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.4f}"
+
+
+def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The CSV at ``path``, refused with the missing column names if it lacks any of ``columns``."""
+    frame = pd.read_csv(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"summary {path} must have columns {missing}, but has {list(frame.columns)}; "
+                         "rewrite it with the benchmark that made it.")
+    return frame
+
+
+HPO_PERCENTS = (10, 25, 50, 100)
+
+
+def render_hpo_suite(path: Path) -> str:
+    """Per method: regret mean ± s.e. at 10/25/50/100 % of the budget, average rank at 50 %, overhead
+    and runs; best rank first, the best value of each column in bold."""
+    regret = [f"regret_{p}" for p in HPO_PERCENTS]
+    columns = ["method", *(f"{r}_{s}" for r in regret for s in ("mean", "se")), "rank_50", "overhead_share",
+               "runs"]
+    summary = read_csv(path, columns).sort_values(["rank_50", "regret_50_mean"], kind="stable")
+    best = {c: summary[c].min() for c in [*(f"{r}_mean" for r in regret), "rank_50"]}
+
+    def bold(column: str, value: float, text: str) -> str:
+        return f"**{text}**" if value == best[column] else text
+
+    lines = ["| method | " + " | ".join(f"regret @ {p} %" for p in HPO_PERCENTS)
+             + " | rank @ 50 % | overhead | runs |", "|---" * (len(HPO_PERCENTS) + 4) + "|"]
+    for row in summary.itertuples(index=False):
+        values = row._asdict()
+        cells = [bold(f"{r}_mean", values[f"{r}_mean"], number(values[f"{r}_mean"]))
+                 + f" ± {number(values[f'{r}_se'])}" for r in regret]
+        cells += [bold("rank_50", values["rank_50"], f"{values['rank_50']:.2f}"),
+                  f"{100 * values['overhead_share']:.2f} %", str(int(values["runs"]))]
+        lines.append(f"| {values['method']} | " + " | ".join(cells) + " |")
+    lines += ["", "Normalised regret, mean ± standard error over instances x seeds (runs); average rank at "
+              "50 % of the budget (1 = lowest regret); overhead = searcher + scheduler wall time / simulated "
+              "budget."]
+    return "\n".join(lines)
+
+
+#: Marker name (``{field}`` matches letters, digits, ``_``, ``.``, ``-``) -> report. Exact names win over
+#: patterns; among patterns the first match wins.
+REPORTS: dict[str, Report] = {
+    "hpo_suite_{scenario}": Report(source="hpo_suite_{scenario}_summary.csv",
+                                   command="python benchmarks/hpo_suite.py --scenario {scenario}",
+                                   render=render_hpo_suite),
+}
+
+
+# -- regions --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Region:
+    """One marked region: its name, the line of its opening marker and the text offsets between the
+    markers."""
+
+    name: str
+    line: int
+    start: int
+    end: int
+
+
+def line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def regions(text: str, where: str = "README.md") -> list[Region]:
+    """The marked regions of ``text``, refusing malformed, unclosed, nested or stray markers."""
+    found: list[Region] = []
+    opened: re.Match[str] | None = None  # the opening marker of the region being read
+    for marker in MARKER.finditer(text):
+        line, token = line_of(text, marker.start()), marker.group()
+        start = START.fullmatch(token)
+        if start is None and token != END:
+            raise ValueError(f"{where} line {line}: marker `{token}` is malformed; write "
+                             f"`<!-- bench-report:NAME -->` before the table and `{END}` after it.")
+        if start is not None and opened is not None:
+            raise ValueError(f"{where} line {line_of(text, opened.start())}: marker `{opened.group()}` is "
+                             f"not closed before `{token}` (line {line}); add `{END}` after its table.")
+        if start is None and opened is None:
+            raise ValueError(f"{where} line {line}: `{END}` closes no region; remove it or add "
+                             "`<!-- bench-report:NAME -->` before the table.")
+        if start is not None:
+            opened = marker
+        elif opened is not None:
+            name = opened.group()[len("<!-- bench-report:"):-len(" -->")]
+            found.append(Region(name=name, line=line_of(text, opened.start()),
+                                start=opened.end(), end=marker.start()))
+            opened = None
+    if opened is not None:
+        raise ValueError(f"{where} line {line_of(text, opened.start())}: marker `{opened.group()}` is not "
+                         f"closed; add `{END}` after its table.")
+    return found
+
+
+def key_pattern(key: str) -> re.Pattern[str]:
+    """The registry key as a regex: literal text escaped, each ``{field}`` a named group."""
+    parts = FIELD.split(key)  # literal, field, literal, field, ..., literal
+    return re.compile("".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>[\\w.-]+)"
+                              for i, part in enumerate(parts)))
+
+
+def lookup(name: str, where: str = "README.md", line: int = 0) -> tuple[Report, dict[str, str]]:
+    """The report for marker ``name`` and the fields its name fills in."""
+    if name in REPORTS:
+        return REPORTS[name], {}
+    for key, report in REPORTS.items():
+        match = key_pattern(key).fullmatch(name)
+        if match is not None:
+            return report, match.groupdict()
+    raise ValueError(f"{where} line {line}: marker `<!-- bench-report:{name} -->` names no report "
+                     f"(known: {', '.join(REPORTS)}); fix the name or add an entry to REPORTS in "
+                     "benchmarks/bench_report.py.")
+
+
+def shown(path: Path, base: Path) -> str:
+    """``path`` as README links it: relative to the README's folder (POSIX separators)."""
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def render_region(name: str, results: Path, readme_dir: Path, *, where: str = "README.md",
+                  line: int = 0) -> str:
+    """The generated text of region ``name``: the table, or a note while its summary is not committed,
+    and the line naming the file and the commands."""
+    report, fields = lookup(name, where, line)
+    path = results / report.source.format(**fields)
+    command = report.command.format(**fields)
+    link = f"[`{shown(path, readme_dir)}`]({shown(path, readme_dir)})"
+    if not path.is_file():
+        print(f"note: {path} is not there; region {name!r} says no full run is committed yet",
+              file=sys.stderr)
+        return f"_No full run committed yet: `{command}` writes {link}; `{COMMAND}` puts its table here._"
+    source = f"Source: {link}, written by `{command}` (full mode); table by `{COMMAND}`."
+    return f"{report.render(path)}\n\n{source}"
+
+
+def update(text: str, results: Path, readme_dir: Path, where: str = "README.md") -> tuple[str, list[str]]:
+    """``text`` with every region regenerated, and the names of the regions that changed."""
+    pieces, changed, cursor = [], [], 0
+    for region in regions(text, where):
+        body = "\n" + render_region(region.name, results, readme_dir, where=where, line=region.line) + "\n"
+        if text[region.start:region.end] != body:
+            changed.append(region.name)
+        pieces += [text[cursor:region.start], body]
+        cursor = region.end
+    pieces.append(text[cursor:])
+    return "".join(pieces), changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="the file to update")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="folder of the summary files")
+    parser.add_argument("--check", action="store_true",
+                        help="change nothing; exit 1 if the README differs from the summaries")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text(encoding="utf-8")
+    new, changed = update(text, args.results, args.readme.resolve().parent, where=args.readme.name)
+    count = len(regions(text, args.readme.name))
+    if args.check:
+        if changed:
+            print(f"{args.readme} is out of date in {', '.join(changed)}: run `{COMMAND}` and commit it.")
+            return 1
+        print(f"{args.readme}: {count} generated region(s) match their summaries.")
+        return 0
+    if changed:
+        atomic_write(args.readme, new)
+    print(f"{args.readme}: {len(changed)} of {count} generated region(s) updated.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
