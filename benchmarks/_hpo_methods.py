@@ -21,7 +21,9 @@ Peers (the libraries' own objects, default settings):
 - ``bohb``: Ray's TuneBOHB + HyperBandForBOHB (needs ``hpbandster`` and ``ConfigSpace``);
 - ``tpe+asha``: Ray's OptunaSearch with Optuna's TPESampler + Ray's AsyncHyperBandScheduler;
 - ``tpe+hyperband``: the same TPE + Ray's HyperBandScheduler (synchronous brackets; Ray's opens with
-  its full-budget bracket).
+  its full-budget bracket);
+- ``optuna_tpe+pruner``, ``synetune_asha``, ``synetune_bohb``: other libraries through their own APIs
+  (see ``_hpo_native.py``; syne-tune's need ``syne-tune`` and ``statsmodels``).
 
 All schedulers use ``reduction_factor=ETA``, ``grace_period=1`` (ASHA) and ``max_t`` = the fidelity's
 number of budget steps.
@@ -29,17 +31,21 @@ number of budget steps.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from _hpo_native import OptunaPruned, synetune, synetune_available  # benchmarks/ is on sys.path
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 from efficient_search.schedulers import FreezeThawScheduler, LayerFreezingScheduler, RestorableASHA
 from efficient_search.searchers import EvolutionarySearcher, OptunaSearcher, QuickTuneSearcher
+from efficient_search.testing.replay import ReplayOutcome, ReplaySimulation
 from efficient_search.testing.replay_blackbox import BlackboxReplay
+from efficient_search.testing.replay_stepwise import StepwiseReplay
 
 OURS = "quicktune+freeze_thaw"
 ABLATION = "quicktune_no_meta+freeze_thaw"
@@ -60,11 +66,20 @@ class Prior:
 
 @dataclass(frozen=True)
 class Method:
-    """How to build one method's pair; ``ours`` marks efficient_search's own methods."""
+    """How to build one method: a Ray Tune pair, or (``native``) another library's own loop (a
+    ``StepwiseMethod``); ``ours`` marks efficient_search's own methods."""
 
     name: str
-    build: Callable[[BlackboxReplay, int, Prior], Pair]
+    build: Callable[[BlackboxReplay, int, Prior], Any]
     ours: bool
+    native: bool = False
+
+    def replay(self, source: BlackboxReplay, seed: int, prior: Prior, budget_s: float) -> ReplayOutcome:
+        """One search of ``budget_s`` simulated seconds on ``source``."""
+        if self.native:
+            return StepwiseReplay(source, self.build(source, seed, prior), budget_s=budget_s).run()
+        searcher, scheduler = self.build(source, seed, prior)
+        return ReplaySimulation(source, searcher, scheduler, budget_s=budget_s).run()
 
 
 def _objective(source: BlackboxReplay) -> dict[str, Any]:
@@ -135,7 +150,7 @@ def bohb(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     from ray.tune.schedulers import HyperBandForBOHB
     from ray.tune.search.bohb import TuneBOHB
 
-    searcher = TuneBOHB(source.space(), **_objective(source), seed=seed)
+    searcher = TuneBOHB(TuneBOHB.convert_search_space(source.space()), **_objective(source), seed=seed)
     return searcher, HyperBandForBOHB(time_attr=TIME_ATTR, max_t=source.max_steps, reduction_factor=ETA,
                                       **_objective(source))
 
@@ -169,5 +184,40 @@ def all_methods(steps: int) -> list[Method]:
     found += [Method("random", random_fifo, False), Method("random+asha", random_asha, False)]
     if bohb_available():
         found.append(Method("bohb", bohb, False))
-    found += [Method("tpe+asha", tpe_asha, False), Method("tpe+hyperband", tpe_hyperband, False)]
+    found += [Method("tpe+asha", tpe_asha, False), Method("tpe+hyperband", tpe_hyperband, False),
+              Method("optuna_tpe+pruner", optuna_pruned, False, native=True)]
+    if synetune_available():
+        found += [Method(f"synetune_{kind}", functools.partial(_synetune, kind=kind), False, native=True)
+                  for kind in ("asha", "bohb")]
     return found
+
+
+def optuna_pruned(source: BlackboxReplay, seed: int, prior: Prior) -> Any:
+    return OptunaPruned(source, seed)
+
+
+def _synetune(source: BlackboxReplay, seed: int, prior: Prior, kind: str) -> Any:
+    return synetune(source, seed, kind)
+
+
+def pick_methods(text: str, steps: int) -> list[Method]:
+    """The methods a comma-separated ``--methods`` names (all available when empty); ValueError unless
+    they include ours and at least one peer."""
+    available = {m.name: m for m in all_methods(steps)}
+    wanted = [part.strip() for part in text.split(",") if part.strip()] or list(available)
+    unknown = [m for m in wanted if m not in available]
+    if unknown or OURS not in wanted or all(available[m].ours for m in wanted):
+        raise ValueError(f"`--methods` must name {OURS!r} and at least one peer among the available methods "
+                         f"{list(available)}, but got {wanted}. Fix: leave --methods out for all.")
+    return [available[m] for m in wanted]
+
+
+def missing_peers() -> list[str]:
+    """What to install for the peers left out on this machine."""
+    missing = []
+    if not bohb_available():
+        missing.append("bohb: `pip install hpbandster` (Ray's BOHB pair)")
+    if not synetune_available():
+        missing.append("synetune_asha, synetune_bohb: `pip install --no-deps syne-tune` and "
+                       "`pip install statsmodels sortedcontainers dill`")
+    return missing

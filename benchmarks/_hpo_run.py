@@ -9,8 +9,11 @@ normalised by, and the instances' meta-features.
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,22 @@ import _common  # benchmarks/ is on sys.path when run
 import numpy as np
 import pandas as pd
 from _hpo_methods import OURS, Method, Prior
-from _hpo_metrics import CURVE, FRACTIONS, KEYS, best_peer, key, plot, table, win_rate
+from _hpo_metrics import (
+    CURVE,
+    FRACTIONS,
+    KEYS,
+    best_peer,
+    cd_plot,
+    critical_difference,
+    key,
+    plot,
+    table,
+    win_rate,
+)
 
 from efficient_search.blackbox import Blackbox
 from efficient_search.blackbox.sampling import ReferenceValues
 from efficient_search.surrogate import DeepKernelSurrogate, MetaDataset, SurrogateSettings
-from efficient_search.testing.replay import ReplaySimulation
 from efficient_search.testing.replay_blackbox import BlackboxReplay
 
 
@@ -74,9 +87,8 @@ def meta_train(data: MetaDataset, instance: str, settings: SurrogateSettings,
 def simulate(method: Method, source: BlackboxReplay, ref: ReferenceValues, seed: int, budget: float,
              prior: Prior) -> tuple[dict[str, Any], np.ndarray]:
     """One search: its row of figures and its regret curve."""
-    searcher, scheduler = method.build(source, seed, prior)
     started = time.perf_counter()
-    outcome = ReplaySimulation(source, searcher, scheduler, budget_s=budget).run()
+    outcome = method.replay(source, seed, prior, budget)
     wall = time.perf_counter() - started
     row = {"method": method.name, "ours": float(method.ours), "trials": float(outcome.trials),
            "steps": float(outcome.epochs), "overhead_s": outcome.overhead_s,
@@ -86,31 +98,69 @@ def simulate(method: Method, source: BlackboxReplay, ref: ReferenceValues, seed:
     return row, curve
 
 
-def run_suite(suite: Suite, args: argparse.Namespace) -> dict[str, Any]:
-    """Every method on every instance and seed; returns the RESULT figures."""
+def instance_runs(suite: Suite, instance: str) -> tuple[list[dict[str, Any]], dict[str, list[np.ndarray]]]:
+    """Every method and seed on one instance: their rows and regret curves."""
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[np.ndarray]] = {m.name: [] for m in suite.methods}
-    for instance in suite.instances:
-        source = BlackboxReplay(suite.blackbox, instance, metric=suite.metric, mode=suite.mode)
-        ref = suite.reference(source)
-        budget = suite.budget_runs * ref.full_run_s
-        surrogate, meta_s = meta_train(suite.meta_data, instance, suite.settings, seed=suite.seeds[0])
-        prior = Prior(surrogate, suite.meta_features(instance))
-        print(f"{instance}: {source.max_steps} steps ({'continues' if source.continuable else 'restarts'}), "
-              f"best/worst {ref.best:.4g}/{ref.worst:.4g} (of {ref.samples} configs), full run "
-              f"{ref.full_run_s:.0f} s, budget {budget:.0f} simulated s; meta-trained on "
-              f"{len(suite.meta_data.dataset_names) - 1} other instances in {meta_s:.1f} s", flush=True)
-        for seed in suite.seeds:
-            for method in suite.methods:
-                row, curve = simulate(method, source, ref, seed, budget, prior)
-                row.update({"scenario": suite.label, "instance": instance, "seed": float(seed),
-                            "budget_s": budget, "meta_train_s": meta_s if method.name == OURS else 0.0})
-                rows.append(row)
-                curves[method.name].append(curve)
-                print(f"  seed {seed} {method.name:30s} regret@10/25/50/100% "
-                      + " ".join(f"{row[k]:7.4f}" for k in KEYS)
-                      + f"  trials {row['trials']:4.0f} steps {row['steps']:5.0f} overhead "
-                      f"{row['overhead_s']:5.1f} s ({100 * row['overhead_share']:.2f}%)", flush=True)
+    source = BlackboxReplay(suite.blackbox, instance, metric=suite.metric, mode=suite.mode)
+    ref = suite.reference(source)
+    budget = suite.budget_runs * ref.full_run_s
+    surrogate, meta_s = meta_train(suite.meta_data, instance, suite.settings, seed=suite.seeds[0])
+    prior = Prior(surrogate, suite.meta_features(instance))
+    print(f"{instance}: {source.max_steps} steps ({'continues' if source.continuable else 'restarts'}), "
+          f"best/worst {ref.best:.4g}/{ref.worst:.4g} (of {ref.samples} configs), full run "
+          f"{ref.full_run_s:.0f} s, budget {budget:.0f} simulated s; meta-trained on "
+          f"{len(suite.meta_data.dataset_names) - 1} other instances in {meta_s:.1f} s", flush=True)
+    for seed in suite.seeds:
+        for method in suite.methods:
+            row, curve = simulate(method, source, ref, seed, budget, prior)
+            row.update({"scenario": suite.label, "instance": instance, "seed": float(seed),
+                        "budget_s": budget, "meta_train_s": meta_s if method.name == OURS else 0.0})
+            rows.append(row)
+            curves[method.name].append(curve)
+            print(f"  {instance} seed {seed} {method.name:30s} regret@10/25/50/100% "
+                  + " ".join(f"{row[k]:7.4f}" for k in KEYS)
+                  + f"  trials {row['trials']:4.0f} steps {row['steps']:5.0f} overhead "
+                  f"{row['overhead_s']:5.1f} s ({100 * row['overhead_share']:.2f}%)", flush=True)
+    return rows, curves
+
+
+#: The suite a worker process built from the arguments (one per process: blackboxes do not pickle).
+_WORKER_SUITE: dict[str, Suite] = {}
+
+
+def _worker_runs(factory: Callable[[argparse.Namespace], Suite], args: argparse.Namespace,
+                 instance: str) -> tuple[list[dict[str, Any]], dict[str, list[np.ndarray]]]:
+    if "suite" not in _WORKER_SUITE:
+        import torch
+
+        torch.set_num_threads(1)  # one core per worker
+        _WORKER_SUITE["suite"] = factory(args)
+    return instance_runs(_WORKER_SUITE["suite"], instance)
+
+
+def run_suite(suite: Suite, args: argparse.Namespace,
+              factory: Callable[[argparse.Namespace], Suite] | None = None) -> dict[str, Any]:
+    """Every method on every instance and seed; returns the RESULT figures. With ``args.jobs`` > 1
+    and a ``factory`` (a picklable function that builds the same suite from ``args``), instances run
+    in that many worker processes; rows and curves keep the instances' order, so the figures do not
+    depend on the number of workers."""
+    jobs = min(int(getattr(args, "jobs", 1) or 1), len(suite.instances)) if factory else 1
+    if jobs > 1:
+        print(f"running {len(suite.instances)} instances in {jobs} worker processes", flush=True)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            parts = list(pool.map(functools.partial(_worker_runs, factory, args), suite.instances))
+    else:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in a worker: the same arithmetic, so the same figures
+        try:
+            parts = [instance_runs(suite, instance) for instance in suite.instances]
+        finally:
+            torch.set_num_threads(threads)
+    rows = [row for part_rows, _ in parts for row in part_rows]
+    curves = {m.name: [c for _, part_curves in parts for c in part_curves[m.name]] for m in suite.methods}
     return report(pd.DataFrame(rows), curves, suite, args)
 
 
@@ -142,6 +192,10 @@ def report(frame: pd.DataFrame, curves: dict[str, list[np.ndarray]], suite: Suit
                    scheduler="freeze_thaw")
     title = f"{suite.label} ({frame['instance'].nunique()} instances x {frame['seed'].nunique()} seeds)"
     _common.save_figure(plot(curves, frame, OURS, title), suite.file_stem, args.quick)
+    cd = critical_difference(frame, "regret_50")
+    print(f"at 50% of the budget: Friedman p = {cd.friedman_p:.2g}, Nemenyi CD = {cd.cd:.2f} "
+          f"(N = {cd.n_blocks} instances); groups not significantly different: {cd.cliques}")
+    _common.save_figure(cd_plot(frame, "regret_50", OURS, title), f"{suite.file_stem}_cd", args.quick)
     if not args.quick:
         write_summaries(frame, summary, suite.file_stem)
     _common.print_result(suite.name, figures, args.quick)

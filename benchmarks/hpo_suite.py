@@ -34,12 +34,15 @@ error, average rank); every run records its rows to the store (experiment ``benc
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
 import time
+import warnings
 from typing import Any
 
 from _common import RESULTS_DIR  # benchmarks/ is on sys.path when run
-from _hpo_methods import OURS, all_methods
+from _hpo_methods import missing_peers, pick_methods
 from _hpo_run import Suite, leave_one_out, run_suite
 
 from efficient_search.blackbox import YahpoBenchmark
@@ -75,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "64 full)")
     parser.add_argument("--meta-steps", type=int, default=0,
                         help="meta-training gradient steps (default 1000)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="worker processes, one instance each at a time (default: one per core)")
     parser.add_argument("--quick", action="store_true", help="smoke run (< 3 minutes on 2 cores)")
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
     return parser.parse_args(argv)
@@ -97,50 +102,57 @@ def settle(args: argparse.Namespace, bench: YahpoBenchmark) -> dict[str, Any]:
     if len(bench.instances) < 2:
         raise ValueError(f"scenario {bench.scenario!r} has one instance: leave-one-out meta-training needs "
                          "another. Fix: pick a scenario with several instances.")
+    if args.jobs < 1:
+        raise ValueError(f"`--jobs` must be >= 1 worker process, but got {args.jobs}. Fix: e.g. --jobs 1.")
     for name in ("seeds", "budget_runs", "meta_configs", "meta_steps"):
         if getattr(args, name) < 0:
             raise ValueError(f"`--{name.replace('_', '-')}` must be > 0, but got {getattr(args, name)}. "
                              f"Fix: e.g. --{name.replace('_', '-')} {defaults[name]}.")
     steps = BlackboxReplay(bench, instances[0], metric=metric, mode=mode).max_steps
-    available = {m.name: m for m in all_methods(steps)}
-    wanted = _names(args.methods) or list(available)
-    unknown = [m for m in wanted if m not in available]
-    if unknown or OURS not in wanted or all(available[m].ours for m in wanted):
-        raise ValueError(f"`--methods` must name {OURS!r} and at least one peer among the available methods "
-                         f"{list(available)}, but got {wanted}. Fix: leave --methods out for all.")
+    methods = pick_methods(args.methods, steps)
     return {"metric": metric, "mode": mode, "instances": instances,
             "seeds": list(range(args.seeds or defaults["seeds"])),
             "budget_runs": args.budget_runs or defaults["budget_runs"],
             "meta_configs": args.meta_configs or defaults["meta_configs"],
             "meta_steps": args.meta_steps or defaults["meta_steps"],
-            "methods": [available[m] for m in wanted]}
+            "methods": methods}
+
+
+def build_suite(args: argparse.Namespace, announce: bool = True) -> Suite:
+    """The suite the arguments describe (each worker process builds its own: same data, same seeds)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("ray.tune", "syne_tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # statsmodels (syne-tune's BOHB) on a numpy default it will change; nothing to act on here.
+    warnings.filterwarnings("ignore", message="After 0.17 or January 2028", category=FutureWarning)
+    bench = YahpoBenchmark(args.scenario, data_path=args.data_path)
+    plan = settle(args, bench)
+    started = time.perf_counter()
+    data = sample_meta_dataset(bench, bench.instances, configs_per_instance=plan["meta_configs"],
+                               seed=0, metric=plan["metric"], mode=plan["mode"])
+    if announce:
+        methods = ", ".join(m.name for m in plan["methods"])
+        print(f"mode={'quick' if args.quick else 'full'} {bench!r}\n"
+              f"instances {', '.join(plan['instances'])}; seeds {plan['seeds']}; budget "
+              f"{plan['budget_runs']:g} full runs; metric {plan['metric']} ({plan['mode']})\n"
+              f"methods {methods}", flush=True)
+        for line in missing_peers():
+            print(f"left out {line}", flush=True)
+        print(f"sampled meta-training curves: {data.summary()} in {time.perf_counter() - started:.1f} s",
+              flush=True)
+    return Suite(name=NAME, label=bench.scenario, blackbox=bench, metric=plan["metric"], mode=plan["mode"],
+                 instances=plan["instances"], seeds=plan["seeds"], budget_runs=plan["budget_runs"],
+                 methods=plan["methods"], meta_data=data,
+                 settings=SurrogateSettings(meta_train_steps=plan["meta_steps"],
+                                            cost_train_steps=plan["meta_steps"]),
+                 reference=lambda source: source.reference())
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The whole suite on a YAHPO scenario; returns the RESULT figures."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
-    bench = YahpoBenchmark(args.scenario, data_path=args.data_path)
-    plan = settle(args, bench)
-    print(f"mode={'quick' if args.quick else 'full'} {bench!r}\ninstances {', '.join(plan['instances'])}; "
-          f"seeds {plan['seeds']}; budget {plan['budget_runs']:g} full runs; metric {plan['metric']} "
-          f"({plan['mode']}); methods {', '.join(m.name for m in plan['methods'])}", flush=True)
-    if "bohb" not in {m.name for m in plan["methods"]}:
-        print("bohb left out: `pip install hpbandster ConfigSpace` to include Ray's BOHB pair", flush=True)
-    started = time.perf_counter()
-    data = sample_meta_dataset(bench, bench.instances, configs_per_instance=plan["meta_configs"],
-                               seed=0, metric=plan["metric"], mode=plan["mode"])
-    print(f"sampled meta-training curves: {data.summary()} in {time.perf_counter() - started:.1f} s",
-          flush=True)
-    suite = Suite(name=NAME, label=bench.scenario, blackbox=bench, metric=plan["metric"], mode=plan["mode"],
-                  instances=plan["instances"], seeds=plan["seeds"], budget_runs=plan["budget_runs"],
-                  methods=plan["methods"], meta_data=data,
-                  settings=SurrogateSettings(meta_train_steps=plan["meta_steps"],
-                                             cost_train_steps=plan["meta_steps"]),
-                  reference=lambda source: source.reference())
-    return run_suite(suite, args)
+    return run_suite(build_suite(args), args, factory=functools.partial(build_suite, announce=False))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,8 +8,8 @@ each epoch reports that run's recorded metric and adds its recorded seconds to a
 The surrogate of ``quicktune+freeze_thaw`` is meta-trained on the *other* data sets' recorded runs
 (once per held-out data set, first seed) and gets the data set's meta-features. The methods are
 ``hpo_suite.py``'s (see ``_hpo_methods.py``): ours, the same library peers (random, random + ASHA,
-Ray's BOHB pair if installed, Optuna TPE + ASHA, TPE + Ray's HyperBand) and the no-meta-training
-ablation, all through ``efficient_search.testing.replay.ReplaySimulation`` one trial at a time.
+Ray's BOHB pair, Optuna TPE + ASHA, TPE + Ray's HyperBand, Optuna TPE with its own pruner, syne-tune's
+ASHA and BOHB) and the no-meta-training ablation, on a simulated clock one trial at a time.
 
 Budget: ``--budget-runs`` times the median recorded cost of one full run of the data set. Normalised
 regret = (best - incumbent) / (best - worst) over every value recorded for the data set (exact for a
@@ -23,14 +23,17 @@ best peer and overhead as in ``hpo_suite.py``.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import RESULTS_DIR  # benchmarks/ is on sys.path when run
-from _hpo_methods import OURS, all_methods
+from _hpo_methods import missing_peers, pick_methods
 from _hpo_run import Suite, run_suite
 
 from efficient_search.blackbox.sampling import ReferenceValues
@@ -67,11 +70,14 @@ def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def build_suite(args: argparse.Namespace, announce: bool = True) -> Suite:
+    """The suite the arguments describe (each worker process builds its own: same data, same seeds)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("ray.tune").setLevel(logging.ERROR)
+    for name in ("ray.tune", "syne_tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="After 0.17 or January 2028", category=FutureWarning)
     data = load_meta_dataset(args.meta_dataset)
     bench = TableBenchmark(data, seed=0, choices_up_to=CHOICES_UP_TO)
     names = _names(args.datasets) or data.dataset_names[: 2 if args.quick else 6]
@@ -79,27 +85,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"`--datasets` names {unknown}, not data sets of the meta-dataset. Fix: pass some "
                          f"of {', '.join(data.dataset_names)}.")
+    if args.jobs < 1:
+        raise ValueError(f"`--jobs` must be >= 1 worker process, but got {args.jobs}. Fix: e.g. --jobs 1.")
     seeds = [int(s) for s in _names(args.seeds)] or ([0] if args.quick else [0, 1, 2])
-    steps = BlackboxReplay(bench, names[0]).max_steps
-    available = {m.name: m for m in all_methods(steps)}
-    wanted = _names(args.methods) or list(available)
-    unknown = [m for m in wanted if m not in available]
-    if unknown or OURS not in wanted or all(available[m].ours for m in wanted):
-        raise ValueError(f"`--methods` must name {OURS!r} and at least one peer among {list(available)}, but "
-                         f"got {wanted}. Fix: leave --methods out for all.")
-    methods = [available[m] for m in wanted]
+    methods = pick_methods(args.methods, BlackboxReplay(bench, names[0]).max_steps)
     budget_runs = args.budget_runs or (2.0 if args.quick else 10.0)
-    print(f"mode={'quick' if args.quick else 'full'} {data.summary()}\n{bench!r}\nheld out in turn: "
-          f"{', '.join(names)}; seeds {seeds}; budget {budget_runs:g} full runs; methods "
-          f"{', '.join(m.name for m in methods)}; nearest recorded run for every proposal", flush=True)
-    if "bohb" not in available:
-        print("bohb left out: `pip install hpbandster ConfigSpace` to include Ray's BOHB pair", flush=True)
-    suite = Suite(name=NAME, label=Path(args.meta_dataset).name, blackbox=bench, metric=data.metric,
-                  mode=data.mode, instances=names, seeds=seeds, budget_runs=budget_runs, methods=methods,
-                  meta_data=data, settings=QUICK_SETTINGS if args.quick else SurrogateSettings(),
-                  reference=lambda source: table_reference(data, source.instance),
-                  meta_features=lambda instance: meta_features(data, instance), stem=NAME)
-    return run_suite(suite, args)
+    if announce:
+        print(f"mode={'quick' if args.quick else 'full'} {data.summary()}\n{bench!r}\nheld out in turn: "
+              f"{', '.join(names)}; seeds {seeds}; budget {budget_runs:g} full runs; methods "
+              f"{', '.join(m.name for m in methods)}; nearest recorded run for every proposal", flush=True)
+        for line in missing_peers():
+            print(f"left out {line}", flush=True)
+    return Suite(name=NAME, label=Path(args.meta_dataset).name, blackbox=bench, metric=data.metric,
+                 mode=data.mode, instances=names, seeds=seeds, budget_runs=budget_runs, methods=methods,
+                 meta_data=data, settings=QUICK_SETTINGS if args.quick else SurrogateSettings(),
+                 reference=lambda source: table_reference(data, source.instance),
+                 meta_features=lambda instance: meta_features(data, instance), stem=NAME)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    return run_suite(build_suite(args), args, factory=functools.partial(build_suite, announce=False))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -112,6 +117,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-runs", type=float, default=0.0,
                         help="budget in median full runs of the data set (default 2 quick, 10 full)")
     parser.add_argument("--methods", default="", help="comma-separated subset (default: all available)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="worker processes, one held-out data set each at a time (default: one per core)")
     parser.add_argument("--quick", action="store_true", help="smoke run (~2 minutes)")
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
     return parser.parse_args(argv)

