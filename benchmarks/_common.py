@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def record(store_root: str, name: str, tables: list[tuple[str, pd.DataFrame]], q
     callback = ParquetStoreCallback(store_root, experiment=f"bench-{name}", searcher=searcher,
                                     scheduler=scheduler, hardware=platform.platform())
     callback.setup()
-    run = time.strftime("%Y%m%d-%H%M%S")
+    run = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"  # two runs in one second stay apart
     now = time.time()
     for part, table in tables:
         for i, row in enumerate(table.to_dict("records")):
@@ -42,7 +43,7 @@ def record(store_root: str, name: str, tables: list[tuple[str, pd.DataFrame]], q
             numbers = {k: v for k, v in row.items() if not isinstance(v, str)}
             callback.add(f"{run}-{part}-{i}", config,
                          {"training_iteration": 1, "timestamp": now, **numbers}, "TERMINATED")
-    callback.flush()
+    callback.on_experiment_end(trials=[])  # flush and release the experiment for the next run
 
 
 def print_result(name: str, figures: dict[str, Any], quick: bool) -> str:
