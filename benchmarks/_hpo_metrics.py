@@ -50,6 +50,8 @@ def table(frame: pd.DataFrame) -> pd.DataFrame:
             row[f"rank_{column.split('_')[1]}"] = float(ranked.loc[part.index, column].mean())
         row["overhead_share"] = float(part["overhead_share"].mean())
         row["runs"] = len(part)
+        if "ours" in part.columns:
+            row["ours"] = float(part["ours"].iloc[0])
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 

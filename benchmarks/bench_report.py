@@ -79,31 +79,74 @@ def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
 HPO_PERCENTS = (10, 25, 50, 100)
 
 
+#: The method the paired comparison is about (efficient_search's Quick-Tune pair) and its ablation.
+HEADLINE = "quicktune+freeze_thaw"
+ABLATION = "quicktune_no_meta+freeze_thaw"
+
+
 def render_hpo_suite(path: Path) -> str:
-    """Per method: regret mean ± s.e. at 10/25/50/100 % of the budget, average rank at 50 %, overhead
-    and runs; best rank first, the best value of each column in bold."""
+    """Per method: regret mean ± s.e. and average rank at 10/25/50/100 % of the budget, overhead and
+    runs; best rank at 50 % first, the best value of each column in bold. With the per-run file beside
+    the summary (``<stem>.csv``), the paired comparison of :data:`HEADLINE` with the best peer and with
+    its ablation follows (:func:`paired_lines`)."""
     regret = [f"regret_{p}" for p in HPO_PERCENTS]
-    columns = ["method", *(f"{r}_{s}" for r in regret for s in ("mean", "se")), "rank_50", "overhead_share",
+    ranks = [f"rank_{p}" for p in HPO_PERCENTS]
+    columns = ["method", *(f"{r}_{s}" for r in regret for s in ("mean", "se")), *ranks, "overhead_share",
                "runs"]
     summary = read_csv(path, columns).sort_values(["rank_50", "regret_50_mean"], kind="stable")
-    best = {c: summary[c].min() for c in [*(f"{r}_mean" for r in regret), "rank_50"]}
+    best = {c: summary[c].min() for c in [*(f"{r}_mean" for r in regret), *ranks]}
 
     def bold(column: str, value: float, text: str) -> str:
         return f"**{text}**" if value == best[column] else text
 
     lines = ["| method | " + " | ".join(f"regret @ {p} %" for p in HPO_PERCENTS)
-             + " | rank @ 50 % | overhead | runs |", "|---" * (len(HPO_PERCENTS) + 4) + "|"]
+             + " | rank @ 10 / 25 / 50 / 100 % | overhead | runs |", "|---" * (len(HPO_PERCENTS) + 4) + "|"]
     for row in summary.itertuples(index=False):
         values = row._asdict()
         cells = [bold(f"{r}_mean", values[f"{r}_mean"], number(values[f"{r}_mean"]))
                  + f" ± {number(values[f'{r}_se'])}" for r in regret]
-        cells += [bold("rank_50", values["rank_50"], f"{values['rank_50']:.2f}"),
-                  f"{100 * values['overhead_share']:.2f} %", str(int(values["runs"]))]
+        cells.append(" / ".join(bold(r, values[r], f"{values[r]:.2f}") for r in ranks))
+        cells += [f"{100 * values['overhead_share']:.2f} %", str(int(values["runs"]))]
         lines.append(f"| {values['method']} | " + " | ".join(cells) + " |")
-    lines += ["", "Normalised regret, mean ± standard error over instances x seeds (runs); average rank at "
-              "50 % of the budget (1 = lowest regret); overhead = searcher + scheduler wall time / simulated "
-              "budget."]
+    lines += ["", "Normalised regret, mean ± standard error over instances x seeds (runs); average rank "
+              "(1 = lowest regret among the methods of a cell); overhead = searcher + scheduler wall time / "
+              "simulated budget."]
+    runs = path.with_name(path.name.replace("_summary.csv", ".csv"))
+    if runs.is_file():
+        lines += ["", *paired_lines(pd.read_csv(runs), summary)]
     return "\n".join(lines)
+
+
+def paired_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    """:data:`HEADLINE` against the peer with the lowest mean regret at 50 % and against its ablation:
+    per fraction, the mean ± s.e. of the paired difference over (instance, seed) cells (negative = ours
+    lower) and the share of cells ours wins (ties half). Peers are the methods the summary marks
+    ``ours == 0`` (all but ours' names when the column is absent)."""
+    methods = set(runs["method"])
+    if HEADLINE not in methods:
+        return []
+    if "ours" in summary.columns:
+        peers = summary.loc[summary["ours"] == 0, "method"].tolist()
+    else:
+        peers = [m for m in summary["method"] if m not in (HEADLINE, ABLATION, "evolution+asha", "random+sh")]
+    peer = summary[summary["method"].isin(peers)].sort_values("regret_50_mean")["method"].iloc[0]
+    cell = ["instance", "seed"]
+    out = []
+    for other, label in ((peer, f"the best peer at 50 % ({peer})"), (ABLATION, f"the ablation ({ABLATION})")):
+        if other not in methods:
+            continue
+        mine = runs[runs["method"] == HEADLINE].set_index(cell)
+        theirs = runs[runs["method"] == other].set_index(cell).loc[mine.index]
+        parts = []
+        for p in HPO_PERCENTS:
+            diff = mine[f"regret_{p}"] - theirs[f"regret_{p}"]
+            se = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else math.nan
+            wins = float(((diff < 0) + 0.5 * (diff == 0)).mean())
+            sign = " (> 2 s.e.)" if abs(diff.mean()) > 2 * se else ""
+            parts.append(f"{p} %: {number(float(diff.mean()))} ± {number(se)}{sign}, wins {wins:.2f}")
+        out.append(f"{HEADLINE} − {label}, paired over {len(diff)} (instance, seed) cells: "
+                   + "; ".join(parts) + ".")
+    return out
 
 
 #: Marker name (``{field}`` matches letters, digits, ``_``, ``.``, ``-``) -> report. Exact names win over
@@ -112,6 +155,9 @@ REPORTS: dict[str, Report] = {
     "hpo_suite_{scenario}": Report(source="hpo_suite_{scenario}_summary.csv",
                                    command="python benchmarks/hpo_suite.py --scenario {scenario}",
                                    render=render_hpo_suite),
+    "quicktune_replay": Report(source="quicktune_replay_summary.csv",
+                               command="python benchmarks/quicktune_replay.py --datasets all",
+                               render=render_hpo_suite),
 }
 
 

@@ -18,6 +18,7 @@ best peer and overhead as in ``hpo_suite.py``.
 
     python benchmarks/quicktune_replay.py --quick     # 2 data sets, 1 seed, small budget (~2 min)
     python benchmarks/quicktune_replay.py             # 6 data sets x 3 seeds
+    python benchmarks/quicktune_replay.py --datasets all   # every data set held out in turn x 3 seeds
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def build_suite(args: argparse.Namespace, announce: bool = True) -> Suite:
     warnings.filterwarnings("ignore", message="After 0.17 or January 2028", category=FutureWarning)
     data = load_meta_dataset(args.meta_dataset)
     bench = TableBenchmark(data, seed=0, choices_up_to=CHOICES_UP_TO)
-    names = _names(args.datasets) or data.dataset_names[: 2 if args.quick else 6]
+    names = (data.dataset_names if args.datasets == "all"
+             else _names(args.datasets) or data.dataset_names[: 2 if args.quick else 6])
     unknown = [n for n in names if n not in data.dataset_names]
     if unknown:
         raise ValueError(f"`--datasets` names {unknown}, not data sets of the meta-dataset. Fix: pass some "
@@ -112,7 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--meta-dataset", default=str(DEFAULT_DATA),
                         help="a Quick-Tune folder or a QTT-SEG-layout CSV")
     parser.add_argument("--datasets", default="",
-                        help="data sets to hold out in turn (default: the first 2/6)")
+                        help="comma-separated data sets to hold out in turn, or `all` (default: the first "
+                             "2 quick, 6 full)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds (default 0 quick, 0,1,2 full)")
     parser.add_argument("--budget-runs", type=float, default=0.0,
                         help="budget in median full runs of the data set (default 2 quick, 10 full)")

@@ -81,7 +81,7 @@ def test_generate_replaces_only_the_region(tree: tuple[Path, Path]) -> None:
                            "<!-- bench-report:hpo_suite_lcbench -->\n")
     assert text.endswith("<!-- /bench-report -->\n\nAfter the table.\n")
     table = [line for line in text.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| method | regret @ 10 % |") and "rank @ 50 %" in table[0]
+    assert table[0].startswith("| method | regret @ 10 % |") and "rank @ 10 / 25 / 50 / 100 %" in table[0]
     # Best rank first; the lowest mean and the best rank in bold; overhead in percent.
     assert [row.split(" | ")[0] for row in table[1:]] == ["| quicktune+freeze_thaw", "| bohb", "| random"]
     assert "**0.0100** ± 0.0010" in table[1] and "**1.00**" in table[1] and "1.23 %" in table[1]
@@ -138,7 +138,8 @@ def test_any_scenario_and_several_regions(tree: tuple[Path, Path]) -> None:
 
 @pytest.mark.parametrize(("text", "pattern"), [
     ("<!-- bench-report:nope -->\n<!-- /bench-report -->\n",
-     r"line 1: marker `<!-- bench-report:nope -->` names no report \(known: hpo_suite_\{scenario\}\); "
+     r"line 1: marker `<!-- bench-report:nope -->` names no report "
+     r"\(known: hpo_suite_\{scenario\}, quicktune_replay\); "
      r"fix the name or add an entry to REPORTS"),
     ("x\n<!-- bench-report:hpo_suite_lcbench -->\n",
      r"line 2: .* is not closed; add `<!-- /bench-report -->`"),
@@ -169,3 +170,28 @@ def test_numbers_keep_small_regrets_visible() -> None:
 
 def test_readme_matches_the_committed_summaries() -> None:
     assert bench_report.main(["--check"]) == 0, "run `make bench-report` and commit README.md"
+
+
+def test_paired_comparison_from_the_per_run_file(tree: tuple[Path, Path]) -> None:
+    """With ``hpo_suite_<scenario>.csv`` beside the summary, the table is followed by the paired
+    difference of ours against the best peer (lowest regret at 50 %) and against the ablation."""
+    readme, results = tree
+    rows = []
+    for instance in ("a", "b"):
+        for seed in (0, 1):
+            for method, value in (("quicktune+freeze_thaw", 0.01), ("bohb", 0.03), ("random", 0.05),
+                                  ("quicktune_no_meta+freeze_thaw", 0.02 if seed else 0.0)):
+                rows.append({"scenario": "lcbench", "instance": instance, "seed": seed, "method": method,
+                             **{f"regret_{p}": value for p in PERCENTS}})
+    pd.DataFrame(rows).to_csv(results / "hpo_suite_lcbench.csv", index=False)
+    write_summary(results, "lcbench", {"random": 0.05, "quicktune+freeze_thaw": 0.01, "bohb": 0.03,
+                                       "quicktune_no_meta+freeze_thaw": 0.01})
+    assert run(readme, results) == 0
+    text = readme.read_text(encoding="utf-8")
+    # Against bohb: -0.02 in every cell (s.e. 0, so beyond two of them), ours wins every cell.
+    assert ("quicktune+freeze_thaw − the best peer at 50 % (bohb), paired over 4 (instance, seed) cells: "
+            "10 %: -0.0200 ± 0.0000 (> 2 s.e.), wins 1.00") in text
+    # Against the ablation: +0.01 and -0.01, half the cells each.
+    assert ("the ablation (quicktune_no_meta+freeze_thaw), paired over 4 (instance, seed) cells: "
+            "10 %: 0.0000") in text
+    assert "wins 0.50" in text
