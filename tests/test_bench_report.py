@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pandas as pd
 import pytest
+from benchmark_modules import load_benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_bench_report() -> ModuleType:
-    # Loaded by path: putting benchmarks/ on sys.path would let its modules shadow others for the session.
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" / "bench_report.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench_report = load_bench_report()
+bench_report = load_benchmark_module("bench_report")
 PERCENTS = (10, 25, 50, 100)
 
 

@@ -3,31 +3,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
+from benchmark_modules import load_benchmark_module
 from scipy.stats import friedmanchisquare
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_metrics() -> ModuleType:
-    # Loaded by path: putting benchmarks/ on sys.path would let its modules shadow others for the session.
-    spec = importlib.util.spec_from_file_location("_hpo_metrics", ROOT / "benchmarks" / "_hpo_metrics.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-metrics = load_metrics()
+metrics = load_benchmark_module("_hpo_metrics")
 
 #: Demšar (2006), table 5a: q_0.05 of the Nemenyi test for k = 2..10 methods.
 DEMSAR_Q05 = {2: 1.960, 3: 2.343, 4: 2.569, 5: 2.728, 6: 2.850, 7: 2.949, 8: 3.031, 9: 3.102, 10: 3.164}

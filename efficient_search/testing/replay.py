@@ -247,6 +247,14 @@ class ReplayOutcome:
         sign = 1.0 if self.mode == "max" else -1.0
         return min(1.0, sign * (best - value) / max(sign * (best - worst), 1e-12))
 
+    def timed(self, call: Callable[..., Any], *args: Any) -> Any:
+        """``call(*args)``, its wall time added to :attr:`overhead_s` (the method's own time)."""
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            self.overhead_s += time.perf_counter() - started
+
     def record(self, trial_id: str, step: int, value: float, charge: float, clock: float) -> None:
         """One reported step at simulated time ``clock``; the incumbent follows ``mode``."""
         best = self.incumbents[-1] if self.incumbents else math.nan
@@ -295,11 +303,7 @@ class ReplaySimulation:
         self._searcher_done = False
 
     def _timed(self, call: Callable[..., Any], *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return call(*args)
-        finally:
-            self.outcome.overhead_s += time.perf_counter() - started
+        return self.outcome.timed(call, *args)
 
     def _add_trial(self) -> None:
         trials = self.controller.trials

@@ -16,7 +16,6 @@ on a non-continuable fidelity each step is a fresh run charged in full (as FIFO/
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -60,11 +59,7 @@ class StepwiseReplay:
         self.outcome = ReplayOutcome(mode=source.mode)
 
     def _timed(self, call: Callable[..., Any], *args: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return call(*args)
-        finally:
-            self.outcome.overhead_s += time.perf_counter() - started
+        return self.outcome.timed(call, *args)
 
     def run(self) -> ReplayOutcome:
         while self.clock < self.budget_s and self.outcome.trials < self.max_trials:
