@@ -7,7 +7,8 @@
 - ``synetune_asha`` and ``synetune_bohb``: syne-tune's ``ASHA`` (random configs) and ``BOHB`` (its
   asynchronous BOHB: a KDE searcher over ASHA's stopping rungs), default settings, ``grace_period=1``,
   ``reduction_factor=ETA``; a stopped trial is removed (``on_trial_remove``) and a finished one
-  completed, as syne-tune's own ``Tuner`` does.
+  completed, as syne-tune's own ``Tuner`` does; an out-of-domain proposal (a syne-tune 0.16 KDE bug on
+  log-integer domains) is clipped into its domain and counted.
 
 Each library samples the same space (``source.space()``, Ray Tune domains over the real
 hyperparameters), converted to its own domains below.
@@ -103,11 +104,16 @@ class OptunaPruned:
 
 
 class SyneTuneLoop:
-    """A syne-tune scheduler through the calls its ``Tuner`` makes with one worker."""
+    """A syne-tune scheduler through the calls its ``Tuner`` makes with one worker.
+
+    syne-tune 0.16's KDE searcher (its BOHB) can propose log-integer values outside their domain (e.g.
+    ``max_units`` 53 for ``lograndint(64, 1024)``); such a value is clipped into the domain before it is
+    evaluated, as a careful user's training script would, and counted in :attr:`clipped`."""
 
     def __init__(self, scheduler: Any):
         self.scheduler = scheduler
         self.count = 0
+        self.clipped = 0
 
     def ask(self) -> tuple[Any, dict[str, Any]] | None:
         from syne_tune.backend.trial_status import Trial
@@ -119,7 +125,15 @@ class SyneTuneLoop:
                       creation_time=datetime.datetime.now())
         self.count += 1
         self.scheduler.on_trial_add(trial)
-        return trial, {k: _plain(v) for k, v in suggestion.config.items()}
+        return trial, {k: self._inside(k, _plain(v)) for k, v in suggestion.config.items()}
+
+    def _inside(self, name: str, value: Any) -> Any:
+        domain = self.scheduler.config_space.get(name)
+        lower, upper = getattr(domain, "lower", None), getattr(domain, "upper", None)
+        if lower is None or upper is None or not isinstance(value, (int, float)) or lower <= value <= upper:
+            return value
+        self.clipped += 1
+        return type(value)(min(max(value, lower), upper))
 
     def report(self, trial: Any, step: int, result: dict[str, Any]) -> bool:
         from syne_tune.optimizer.scheduler import SchedulerDecision

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
+import json
 import multiprocessing
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +40,7 @@ from _hpo_metrics import (
 
 from efficient_search.blackbox import Blackbox
 from efficient_search.blackbox.sampling import ReferenceValues
+from efficient_search.durable import atomic_write
 from efficient_search.surrogate import DeepKernelSurrogate, MetaDataset, SurrogateSettings
 from efficient_search.testing.replay_blackbox import BlackboxReplay
 
@@ -125,43 +129,82 @@ def instance_runs(suite: Suite, instance: str) -> tuple[list[dict[str, Any]], di
     return rows, curves
 
 
+Part = tuple[list[dict[str, Any]], dict[str, list[np.ndarray]]]
+
 #: The suite a worker process built from the arguments (one per process: blackboxes do not pickle).
 _WORKER_SUITE: dict[str, Suite] = {}
 
 
+def partial_folder(args: argparse.Namespace, stem: str) -> Path:
+    """Where finished instances of this run are kept until its report is written: one folder per
+    plan (every argument but ``--jobs`` and ``--store``), so a rerun of the same command resumes."""
+    plan = {k: v for k, v in sorted(vars(args).items()) if k not in ("jobs", "store")}
+    digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return _common.RESULTS_DIR / ".partial" / f"{stem}-{digest}"
+
+
+def load_part(path: Path) -> Part:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data["rows"], {m: [np.asarray(c) for c in curves] for m, curves in data["curves"].items()}
+
+
+def kept_instance_runs(suite: Suite, instance: str, folder: Path | None) -> Part:
+    """:func:`instance_runs`, written to ``folder/<instance>.json`` once the instance is done."""
+    rows, curves = instance_runs(suite, instance)
+    if folder is not None:
+        data = {"rows": rows, "curves": {m: [c.tolist() for c in cs] for m, cs in curves.items()}}
+        atomic_write(folder / f"{instance}.json", json.dumps(data))
+    return rows, curves
+
+
 def _worker_runs(factory: Callable[[argparse.Namespace], Suite], args: argparse.Namespace,
-                 instance: str) -> tuple[list[dict[str, Any]], dict[str, list[np.ndarray]]]:
+                 folder: Path | None, instance: str) -> Part:
     if "suite" not in _WORKER_SUITE:
         import torch
 
         torch.set_num_threads(1)  # one core per worker
         _WORKER_SUITE["suite"] = factory(args)
-    return instance_runs(_WORKER_SUITE["suite"], instance)
+    return kept_instance_runs(_WORKER_SUITE["suite"], instance, folder)
 
 
 def run_suite(suite: Suite, args: argparse.Namespace,
               factory: Callable[[argparse.Namespace], Suite] | None = None) -> dict[str, Any]:
-    """Every method on every instance and seed; returns the RESULT figures. With ``args.jobs`` > 1
-    and a ``factory`` (a picklable function that builds the same suite from ``args``), instances run
-    in that many worker processes; rows and curves keep the instances' order, so the figures do not
-    depend on the number of workers."""
-    jobs = min(int(getattr(args, "jobs", 1) or 1), len(suite.instances)) if factory else 1
+    """Every method on every instance and seed; returns the RESULT figures.
+
+    With ``args.jobs`` > 1 and a ``factory`` (a picklable function that builds the same suite from
+    ``args``), instances run in that many worker processes; rows and curves keep the instances'
+    order, so the figures do not depend on the number of workers. Each finished instance is kept
+    under :func:`partial_folder` (full mode), so a crashed or interrupted run continues where it
+    stopped when the same command is run again; the folder goes once the report is written."""
+    folder = None if args.quick else partial_folder(args, suite.file_stem)
+    done = {i: load_part(folder / f"{i}.json") for i in suite.instances
+            if folder is not None and (folder / f"{i}.json").is_file()}
+    if done:
+        print(f"resuming: {len(done)} of {len(suite.instances)} instances already done, read from {folder}",
+              flush=True)
+    todo = [i for i in suite.instances if i not in done]
+    jobs = min(int(getattr(args, "jobs", 1) or 1), len(todo)) if factory else 1
     if jobs > 1:
-        print(f"running {len(suite.instances)} instances in {jobs} worker processes", flush=True)
+        print(f"running {len(todo)} instances in {jobs} worker processes", flush=True)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            parts = list(pool.map(functools.partial(_worker_runs, factory, args), suite.instances))
+            done.update(zip(todo, pool.map(functools.partial(_worker_runs, factory, args, folder), todo),
+                            strict=True))
     else:
         import torch
 
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as in a worker: the same arithmetic, so the same figures
         try:
-            parts = [instance_runs(suite, instance) for instance in suite.instances]
+            done.update((i, kept_instance_runs(suite, i, folder)) for i in todo)
         finally:
             torch.set_num_threads(threads)
+    parts = [done[i] for i in suite.instances]
     rows = [row for part_rows, _ in parts for row in part_rows]
     curves = {m.name: [c for _, part_curves in parts for c in part_curves[m.name]] for m in suite.methods}
-    return report(pd.DataFrame(rows), curves, suite, args)
+    figures = report(pd.DataFrame(rows), curves, suite, args)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+    return figures
 
 
 def report(frame: pd.DataFrame, curves: dict[str, list[np.ndarray]], suite: Suite,
