@@ -355,6 +355,43 @@ def test_suite_in_two_worker_processes_gives_the_figures_of_one(suite: Any, tmp_
 
 
 @needs_lcbench
+def test_suite_resumes_a_crashed_full_run_from_its_finished_instances(
+        suite: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import _hpo_run
+    import pandas as pd
+
+    args = [*tiny(tmp_path), "--instances", "3945,7593", "--seeds", "1", "--jobs", "1"]
+    real = _hpo_run.instance_runs
+
+    def crash_on_the_second(run_suite: Any, instance: str) -> Any:
+        if instance == "7593":
+            raise RuntimeError("killed")
+        return real(run_suite, instance)
+
+    monkeypatch.setattr(_hpo_run, "instance_runs", crash_on_the_second)
+    with pytest.raises(RuntimeError, match="killed"):
+        suite.run(suite.parse_args(args))
+    folder = _hpo_run.partial_folder(suite.parse_args(args), "hpo_suite_lcbench")
+    assert [p.name for p in folder.iterdir()] == ["3945.json"]
+    calls: list[str] = []
+
+    def counted(run_suite: Any, instance: str) -> Any:
+        calls.append(instance)
+        return real(run_suite, instance)
+
+    monkeypatch.setattr(_hpo_run, "instance_runs", counted)
+    suite.run(suite.parse_args(args))
+    assert calls == ["7593"] and "resuming: 1 of 2 instances already done" in capsys.readouterr().out
+    assert not folder.exists()  # gone once the report is written
+    resumed = pd.read_csv(tmp_path / "results" / "hpo_suite_lcbench.csv")
+    suite.run(suite.parse_args(args))  # uninterrupted
+    pd.testing.assert_frame_equal(resumed.drop(columns="overhead_share"),
+                                  pd.read_csv(tmp_path / "results" / "hpo_suite_lcbench.csv")
+                                  .drop(columns="overhead_share"))
+
+
+@needs_lcbench
 def test_suite_meta_trains_without_the_tuned_instance(suite: Any) -> None:
     import pandas as pd
 

@@ -129,3 +129,24 @@ def test_synetune_stops_trials_on_its_rungs(native: Any, kind: str) -> None:
     assert outcome.trials > 10 and (lengths == 1).any() and (lengths > 1).any()
     assert set(lengths[:-1]) <= {1, 3, 9}  # its rungs (grace 1, factor 3); the last may be cut by the budget
     assert outcome.incumbents[-1] < -0.9  # min mode: the toy's scores are negated
+
+
+def test_synetune_proposals_outside_their_domain_are_clipped_and_counted(native: Any) -> None:
+    pytest.importorskip("syne_tune", reason="syne-tune is not installed (`peers` extra + --no-deps)")
+    from syne_tune import config_space as st
+    from syne_tune.optimizer.scheduler import TrialSuggestion
+
+    class Proposes:
+        config_space = {"units": st.lograndint(64, 1024), "lr": st.loguniform(1e-4, 1e-1),
+                        "act": st.choice(["relu", "tanh"])}
+
+        def suggest(self) -> TrialSuggestion:
+            return TrialSuggestion.start_suggestion({"units": 53, "lr": 0.5, "act": "relu"})
+
+        def on_trial_add(self, trial: Any) -> None:
+            pass
+
+    loop = native.SyneTuneLoop(Proposes())
+    _, config = loop.ask()
+    assert config == {"units": 64, "lr": 0.1, "act": "relu"} and isinstance(config["units"], int)
+    assert loop.clipped == 2
