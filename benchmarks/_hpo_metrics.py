@@ -80,17 +80,21 @@ def plot(curves: dict[str, list[np.ndarray]], frame: pd.DataFrame, ours: str, ti
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.5, 4.2))
     ranked = ranks(frame)
-    for method, runs in curves.items():
+    palette = plt.get_cmap("tab20").colors  # distinct colours for up to 20 methods
+    for index, (method, runs) in enumerate(curves.items()):
         if not runs:
             continue
         stacked = np.vstack(runs)
         mean = stacked.mean(axis=0)
         se = stacked.std(axis=0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else np.zeros_like(mean)
         width = 2.5 if method == ours else 1.2
-        (line,) = left.plot(CURVE * 100, mean, label=method, linewidth=width)
+        style = "-" if index % 2 == 0 else "--"  # tab20 pairs light and dark shades: dash every second
+        (line,) = left.plot(CURVE * 100, mean, label=method, linewidth=width, linestyle=style,
+                            color=palette[index % len(palette)])
         left.fill_between(CURVE * 100, mean - se, mean + se, color=line.get_color(), alpha=0.15)
         mean_ranks = [ranked.loc[frame["method"] == method, column].mean() for column in KEYS]
         right.plot([f * 100 for f in FRACTIONS], mean_ranks, marker="o", label=method, linewidth=width,
+                   linestyle=style,
                    color=line.get_color())
     left.set_xlabel("simulated time (% of budget)")
     left.set_ylabel("normalised regret (mean ± s.e.)")
