@@ -6,6 +6,7 @@ be up); each stops only its own processes, which the tests check.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,10 +53,20 @@ def cluster_processes() -> set[int]:
 
 
 def run_python(code: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter. On a timeout the interpreter is killed before it can stop
+    its cluster, so the cluster's processes it started are killed here: a leftover cluster would make
+    every later Ray driver of the session find two Ray instances and hang."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop("RAY_ADDRESS", None)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    before = cluster_processes()
+    try:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=REPO)
+    except subprocess.TimeoutExpired:
+        for pid in cluster_processes() - before:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+        raise
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -179,7 +190,7 @@ def test_autoscale_command_scales_up_and_back_down(tmp_path: Path) -> None:
     code = ("import sys; from efficient_search.cluster.cli import standalone; "
             f"sys.exit(standalone([{str(spec)!r}, '--max-workers', '2', '--idle-timeout', '3', "
             "'--prewarm', '1']))")
-    done = run_python(code, timeout=240)
+    done = run_python(code, timeout=420)  # 2-3 min on an idle 2-core machine
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert cluster_processes() - before == set()  # nothing of the cluster is left running
 
