@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 PARTITION_KEY = "experiment"
 METADATA_FILE = "_experiment.json"
 #: Reads retried when a concurrent writer replaced a file between listing and reading.
-READ_ATTEMPTS = 5
+READ_ATTEMPTS = 20  # with the backoff below, up to ~8 s of a busy writer's merges
 
 
 def _is_numeric(t: pa.DataType) -> bool:
@@ -369,7 +369,7 @@ class ParquetStore:
             else:
                 if self._data_files(experiment) == files:
                     return table
-            time.sleep(0.05 * (attempt + 1))
+            time.sleep(min(0.05 * (attempt + 1), 0.5))
         return self._read_files(self._data_files(experiment), columns)
 
     def _read_files(self, files: list[str], columns: list[str] | None) -> pa.Table:
