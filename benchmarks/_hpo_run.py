@@ -137,7 +137,8 @@ _WORKER_SUITE: dict[str, Suite] = {}
 
 def partial_folder(args: argparse.Namespace, stem: str) -> Path:
     """Where finished instances of this run are kept until its report is written: one folder per
-    plan (every argument but ``--jobs`` and ``--store``), so a rerun of the same command resumes."""
+    plan (every argument but ``--jobs`` and ``--store``), so a rerun of the same command resumes. The
+    digest does not cover the code: after changing a method, delete ``results/.partial/`` first."""
     plan = {k: v for k, v in sorted(vars(args).items()) if k not in ("jobs", "store")}
     digest = hashlib.sha256(json.dumps(plan, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return _common.RESULTS_DIR / ".partial" / f"{stem}-{digest}"
