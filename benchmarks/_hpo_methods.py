@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import functools
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from _hpo_native import OptunaPruned, synetune, synetune_available  # benchmarks/ is on sys.path
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
@@ -45,6 +47,7 @@ from efficient_search.schedulers import FreezeThawScheduler, LayerFreezingSchedu
 from efficient_search.searchers import EvolutionarySearcher, OptunaSearcher, QuickTuneSearcher
 from efficient_search.testing.replay import ReplayOutcome, ReplaySimulation
 from efficient_search.testing.replay_blackbox import BlackboxReplay
+from efficient_search.testing.replay_cluster import ClusterModel
 from efficient_search.testing.replay_stepwise import StepwiseReplay
 
 OURS = "quicktune+freeze_thaw"
@@ -74,12 +77,18 @@ class Method:
     ours: bool
     native: bool = False
 
-    def replay(self, source: BlackboxReplay, seed: int, prior: Prior, budget_s: float) -> ReplayOutcome:
-        """One search of ``budget_s`` simulated seconds on ``source``."""
+    def replay(self, source: BlackboxReplay, seed: int, prior: Prior, budget_s: float,
+               cluster: ClusterModel | None = None) -> ReplayOutcome:
+        """One search of ``budget_s`` simulated seconds on ``source`` (one worker unless ``cluster``).
+        Python's and numpy's global generators are seeded with ``seed`` first: some peers draw from
+        them (hpbandster's and syne-tune's samplers), and a rerun must give the same figures."""
+        random.seed(seed)
+        np.random.seed(seed)
         if self.native:
-            return StepwiseReplay(source, self.build(source, seed, prior), budget_s=budget_s).run()
+            return StepwiseReplay(source, self.build(source, seed, prior), budget_s=budget_s,
+                                  cluster=cluster).run()
         searcher, scheduler = self.build(source, seed, prior)
-        return ReplaySimulation(source, searcher, scheduler, budget_s=budget_s).run()
+        return ReplaySimulation(source, searcher, scheduler, budget_s=budget_s, cluster=cluster).run()
 
 
 def _objective(source: BlackboxReplay) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class OptunaPruned:
         self.metric = source.metric
         self.distributions = optuna_distributions(source.space())
         self.study = optuna.create_study(
+            study_name=f"optuna-tpe-pruner-seed{seed}",  # the pruner's brackets hash it: fixed, reproducible
             direction="maximize" if source.mode == "max" else "minimize",
             sampler=optuna.samplers.TPESampler(seed=seed),
             pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=source.max_steps,

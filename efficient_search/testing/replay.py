@@ -40,6 +40,7 @@ import math
 import os
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,7 @@ from ray.tune.search import Searcher
 
 from efficient_search.fidelity import EPOCHS, is_restart
 from efficient_search.surrogate.meta_dataset import MetaDataset
+from efficient_search.testing.replay_cluster import ClusterModel, ClusterStats, SimulatedCluster
 from efficient_search.testing.schedulers import WhitelistedController
 from efficient_search.validate import is_int
 
@@ -197,17 +199,28 @@ class _SearchAlg:
 
 
 class _Controller(WhitelistedController):
-    """The whitelisted controller, telling the searcher too when a waiting trial is stopped."""
+    """The whitelisted controller, telling the searcher too when a trial is stopped (as Tune's does),
+    and the simulation when a trial that holds a worker is stopped or paused (it leaves the worker)."""
 
-    def __init__(self, searcher: Searcher):
+    def __init__(self, searcher: Searcher, leave: Callable[[Trial], None]):
         super().__init__()
         self.searcher = searcher
         self.search_alg = _SearchAlg(searcher)  # type: ignore[assignment]
+        self._leave = leave
 
     def stop_trial(self, trial: Trial) -> None:
-        if trial.status in (Trial.PENDING, Trial.PAUSED):
+        if trial.status in (Trial.PENDING, Trial.PAUSED, Trial.RUNNING):
             self.searcher.on_trial_complete(trial.trial_id, trial.run_metadata.last_result or None)
+        running = trial.status == Trial.RUNNING
         super().stop_trial(trial)
+        if running:
+            self._leave(trial)
+
+    def pause_trial(self, trial: Trial, should_checkpoint: bool = True) -> None:
+        running = trial.status == Trial.RUNNING
+        super().pause_trial(trial, should_checkpoint)
+        if running:
+            self._leave(trial)
 
 
 @dataclass(frozen=True)
@@ -232,6 +245,10 @@ class ReplayOutcome:
     trials: int = 0
     overhead_s: float = 0.0  # wall seconds spent inside the searcher and scheduler
     log: list[ReplayStep] = field(default_factory=list)
+    #: Wall seconds of every call into the method, by the called method's name (``suggest``, ...).
+    latencies: dict[str, list[float]] = field(default_factory=dict)
+    #: What the simulated workers did (utilisation, preemptions); set when the search ends.
+    cluster: ClusterStats = field(default_factory=ClusterStats)
 
     def incumbent_at(self, t: float) -> float:
         """The best value seen by simulated time ``t`` (NaN before the first)."""
@@ -248,12 +265,15 @@ class ReplayOutcome:
         return min(1.0, sign * (best - value) / max(sign * (best - worst), 1e-12))
 
     def timed(self, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)``, its wall time added to :attr:`overhead_s` (the method's own time)."""
+        """``call(*args)``, its wall time added to :attr:`overhead_s` (the method's own time) and to
+        :attr:`latencies` under the call's name."""
         started = time.perf_counter()
         try:
             return call(*args)
         finally:
-            self.overhead_s += time.perf_counter() - started
+            took = time.perf_counter() - started
+            self.overhead_s += took
+            self.latencies.setdefault(getattr(call, "__name__", "call"), []).append(took)
 
     def record(self, trial_id: str, step: int, value: float, charge: float, clock: float) -> None:
         """One reported step at simulated time ``clock``; the incumbent follows ``mode``."""
@@ -278,9 +298,12 @@ def step_charge(source: ReplaySource, config: Mapping[str, Any], step: int, seco
 
 
 class ReplaySimulation:
-    """Drive ``searcher`` + ``scheduler`` over ``source`` (a :class:`ReplaySource`) with one trial at
-    a time for ``budget_s`` simulated seconds, calling them as Tune's controller does (at most one
-    pending trial). See the module docstring for how steps are charged."""
+    """Drive ``searcher`` + ``scheduler`` over ``source`` (a :class:`ReplaySource`) for ``budget_s``
+    simulated seconds on a simulated cluster (``cluster``; default one worker, no noise: one trial at a
+    time), calling them as Tune's controller does: at most one pending trial at a time (Tune's default
+    for a searcher), and whenever a worker is free, ``choose_trial_to_run`` first, then any pending
+    trial. Results arrive in the order the simulated clock gives them. See the module docstring for how
+    steps are charged and :mod:`~efficient_search.testing.replay_cluster` for the cluster."""
 
     def __init__(
         self,
@@ -290,17 +313,26 @@ class ReplaySimulation:
         *,
         budget_s: float,
         max_trials: int = 10_000,
+        cluster: ClusterModel | None = None,
     ):
         self.source, self.searcher, self.scheduler = source, searcher, scheduler
         self.table = source  # the name older callers use
         self.budget_s, self.max_trials = float(budget_s), max_trials
-        self.controller = _Controller(searcher)
+        self.controller = _Controller(searcher, self._leave)
         self.controller.scheduler = scheduler
+        self.cluster = SimulatedCluster(cluster)
         self.progress: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
-        self.clock = 0.0
         self.outcome = ReplayOutcome(mode=source.mode)
         self._searcher_done = False
+        self._trials: dict[str, Trial] = {}
+        self._plans: dict[str, deque[int]] = {}
+        self._ends: dict[str, int] = {}
+
+    @property
+    def clock(self) -> float:
+        """Simulated seconds since the search began."""
+        return self.cluster.clock
 
     def _timed(self, call: Callable[..., Any], *args: Any) -> Any:
         return self.outcome.timed(call, *args)
@@ -322,23 +354,41 @@ class ReplaySimulation:
             return
         trial = Trial("replay", config=dict(config), trial_id=trial_id, stub=True)
         trials.append(trial)
+        self._trials[trial_id] = trial
         self.outcome.trials += 1
         self._timed(self.scheduler.on_trial_add, self.controller, trial)
 
     def run(self) -> ReplayOutcome:
         while self.clock < self.budget_s:
-            self._add_trial()
-            trial = self._timed(self.scheduler.choose_trial_to_run, self.controller)
-            if trial is None:
+            self._fill()
+            finished = self.cluster.pop()
+            if finished is None or not self._reported(self._trials[str(finished[0])], finished[1]):
                 break
-            if not self._run(trial):
-                break
+        self.outcome.cluster = self.cluster.close(self.clock)
         return self.outcome
+
+    def _fill(self) -> None:
+        """Hand free workers to trials as Tune's controller steps would, until none is free or nothing
+        more can start."""
+        while self.cluster.free:
+            self._add_trial()
+            chosen = self._timed(self.scheduler.choose_trial_to_run, self.controller)
+            started = chosen is not None and self._start(chosen)
+            for trial in self.controller.trials:  # Tune starts pending trials by itself
+                if not self.cluster.free:
+                    break
+                if trial.status == Trial.PENDING:
+                    started = self._start(trial) or started
+            if not started:
+                return
 
     def _finish(self, trial: Trial, result: dict[str, Any]) -> None:
         trial.set_status(Trial.TERMINATED)
         self._timed(self.scheduler.on_trial_complete, self.controller, trial, result)
         self._timed(self.searcher.on_trial_complete, trial.trial_id, result)
+
+    def _leave(self, trial: Trial) -> None:
+        self.cluster.end(trial.trial_id)
 
     def _plan(self, config: Mapping[str, Any], progress: int, end: int) -> list[int]:
         """The steps a trial at ``progress`` runs now to reach ``end`` (module docstring)."""
@@ -346,42 +396,61 @@ class ReplaySimulation:
             return [end] if config.get(EPOCHS) else list(range(progress + 1, end + 1))
         return list(range(1 if is_restart(config) else progress + 1, end + 1))
 
-    def _run(self, trial: Trial) -> bool:
-        """Run ``trial`` until it pauses or ends; False when the budget ran out."""
+    def _start(self, trial: Trial) -> bool:
+        """Start or resume a waiting ``trial`` on a free worker; False if it is not waiting."""
+        if trial.status not in (Trial.PENDING, Trial.PAUSED) or not self.cluster.free:
+            return False
         config, trial_id = trial.config, trial.trial_id
+        self._trials[trial_id] = trial
         trial.set_status(Trial.RUNNING)
         end = min(int(config.get(EPOCHS) or self.source.max_steps), self.source.steps(config))
         plan = self._plan(config, self.progress.get(trial_id, 0), end)
         if not plan:  # nothing left to train: Tune completes the trial with its last result
             self._finish(trial, dict(trial.run_metadata.last_result or {}))
             return True
-        for step in plan:
-            value, seconds, fidelity = self.source.result(config, step)
-            charge = step_charge(self.source, config, step, seconds)
-            self.clock += charge
-            self.seconds[trial_id] = self.seconds.get(trial_id, 0.0) + charge
-            self.outcome.record(trial_id, step, value, charge, self.clock)
-            result = {
-                **fidelity,
-                self.source.metric: value,
-                "training_iteration": step,
-                COST_KEY: self.seconds[trial_id],
-                "time_this_iter_s": charge,
-                "trial_id": trial_id,
-            }
-            trial.run_metadata.last_result = dict(result)
-            self.progress[trial_id] = step
-            decision = self._timed(self.scheduler.on_trial_result, self.controller, trial, result)
-            if decision != TrialScheduler.STOP:
-                self._timed(self.searcher.on_trial_result, trial_id, result)
-            if self.clock >= self.budget_s:
-                return False
-            if decision == TrialScheduler.PAUSE:
+        self._plans[trial_id], self._ends[trial_id] = deque(plan), end
+        self.cluster.begin(trial_id)
+        self._next_step(trial)
+        return True
+
+    def _next_step(self, trial: Trial) -> None:
+        step = self._plans[trial.trial_id][0]
+        seconds = self.source.result(trial.config, step)[1]
+        self.cluster.step(trial.trial_id, step_charge(self.source, trial.config, step, seconds))
+
+    def _reported(self, trial: Trial, charge: float) -> bool:
+        """Handle a finished step of ``trial`` (charged ``charge`` seconds); False when the budget ran out."""
+        trial_id = trial.trial_id
+        step = self._plans[trial_id].popleft()
+        value, _, fidelity = self.source.result(trial.config, step)
+        self.seconds[trial_id] = self.seconds.get(trial_id, 0.0) + charge
+        self.outcome.record(trial_id, step, value, charge, self.clock)
+        result = {
+            **fidelity,
+            self.source.metric: value,
+            "training_iteration": step,
+            COST_KEY: self.seconds[trial_id],
+            "time_this_iter_s": charge,
+            "trial_id": trial_id,
+        }
+        trial.run_metadata.last_result = dict(result)
+        self.progress[trial_id] = step
+        decision = self._timed(self.scheduler.on_trial_result, self.controller, trial, result)
+        if decision != TrialScheduler.STOP:
+            self._timed(self.searcher.on_trial_result, trial_id, result)
+        if self.clock >= self.budget_s:
+            return False
+        if trial.status == Trial.TERMINATED:  # stopped through the controller: it left its worker
+            return True
+        if decision == TrialScheduler.PAUSE or trial.status == Trial.PAUSED:
+            if trial.status == Trial.RUNNING:
                 self._timed(self.scheduler.choose_trial_to_run, self.controller)  # Tune asks while saving
-                trial.set_status(Trial.PAUSED)
-                return True
-            if decision == TrialScheduler.STOP or step >= end or trial.status == Trial.TERMINATED:
-                if trial.status != Trial.TERMINATED:
-                    self._finish(trial, result)
-                return True
+            trial.set_status(Trial.PAUSED)
+            self.cluster.end(trial_id)
+            return True
+        if decision == TrialScheduler.STOP or step >= self._ends[trial_id] or not self._plans[trial_id]:
+            self.cluster.end(trial_id)
+            self._finish(trial, result)
+            return True
+        self._next_step(trial)
         return True

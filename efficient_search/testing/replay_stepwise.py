@@ -11,15 +11,19 @@ charges and the same :class:`~efficient_search.testing.replay.ReplayOutcome` as
 
 A trial runs budget steps ``1, 2, ...`` until the method stops it or it reaches the end of its run;
 on a non-continuable fidelity each step is a fresh run charged in full (as FIFO/ASHA trials are in
-``ReplaySimulation``). These loops stop trials; they never pause and resume one.
+``ReplaySimulation``). These loops stop trials; they never pause and resume one. With several
+workers (``cluster``, see :mod:`~efficient_search.testing.replay_cluster`) several trials train at
+once and their reports interleave on the clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from efficient_search.testing.replay import COST_KEY, ReplayOutcome, ReplaySource, step_charge
+from efficient_search.testing.replay_cluster import ClusterModel, SimulatedCluster
 
 __all__ = ["StepwiseMethod", "StepwiseReplay"]
 
@@ -41,7 +45,11 @@ class StepwiseMethod(Protocol):
 
 
 class StepwiseReplay:
-    """Drive ``method`` over ``source`` one trial at a time for ``budget_s`` simulated seconds.
+    """Drive ``method`` over ``source`` for ``budget_s`` simulated seconds on a simulated cluster
+    (``cluster``; default one worker: one trial at a time). Whenever a worker is free the method is
+    asked for a trial; with several workers, reports arrive in the order the clock gives them. A
+    method that has nothing to run (``ask`` gives None) is asked again after the next report, and the
+    search ends when it has nothing to run and no trial is training.
 
     Example::
 
@@ -50,41 +58,76 @@ class StepwiseReplay:
     """
 
     def __init__(self, source: ReplaySource, method: StepwiseMethod, *, budget_s: float,
-                 max_trials: int = 10_000):
+                 max_trials: int = 10_000, cluster: ClusterModel | None = None):
         if not budget_s > 0:
             raise ValueError(f"`budget_s` must be > 0 simulated seconds, but got {budget_s!r}.")
         self.source, self.method = source, method
         self.budget_s, self.max_trials = float(budget_s), max_trials
-        self.clock = 0.0
+        self.cluster = SimulatedCluster(cluster)
         self.outcome = ReplayOutcome(mode=source.mode)
+        self._trials: dict[str, _Running] = {}
+
+    @property
+    def clock(self) -> float:
+        """Simulated seconds since the search began."""
+        return self.cluster.clock
 
     def _timed(self, call: Callable[..., Any], *args: Any) -> Any:
         return self.outcome.timed(call, *args)
 
     def run(self) -> ReplayOutcome:
-        while self.clock < self.budget_s and self.outcome.trials < self.max_trials:
-            asked = self._timed(self.method.ask)
-            if asked is None:
+        while self.clock < self.budget_s:
+            self._fill()
+            finished = self.cluster.pop()
+            if finished is None or not self._reported(self._trials[str(finished[0])], finished[1]):
                 break
-            handle, config = asked
-            self.outcome.trials += 1
-            self._trial(f"s{self.outcome.trials - 1:05d}", handle, config)
+        self.outcome.cluster = self.cluster.close(self.clock)
         return self.outcome
 
-    def _trial(self, trial_id: str, handle: Any, config: dict[str, Any]) -> None:
-        end = self.source.steps(config)
-        spent, result = 0.0, {}
-        for step in range(1, end + 1):
-            value, seconds, fidelity = self.source.result(config, step)
-            charge = step_charge(self.source, config, step, seconds)
-            self.clock += charge
-            spent += charge
-            self.outcome.record(trial_id, step, value, charge, self.clock)
-            result = {**fidelity, self.source.metric: value, "training_iteration": step,
-                      COST_KEY: spent, "time_this_iter_s": charge}
-            go_on = self._timed(self.method.report, handle, step, result)
-            if self.clock >= self.budget_s:
-                return  # the run is cut short: as when Tune's time budget ends, nothing is told
-            if not go_on or step == end:
-                self._timed(self.method.end, handle, result, step == end)
+    def _fill(self) -> None:
+        while self.cluster.free and self.outcome.trials < self.max_trials:
+            asked = self._timed(self.method.ask)
+            if asked is None:
                 return
+            handle, config = asked
+            trial = _Running(f"s{self.outcome.trials:05d}", handle, config, self.source.steps(config))
+            self.outcome.trials += 1
+            self._trials[trial.trial_id] = trial
+            self.cluster.begin(trial.trial_id)
+            self._next_step(trial)
+
+    def _next_step(self, trial: _Running) -> None:
+        trial.step += 1
+        seconds = self.source.result(trial.config, trial.step)[1]
+        self.cluster.step(trial.trial_id, step_charge(self.source, trial.config, trial.step, seconds))
+
+    def _reported(self, trial: _Running, charge: float) -> bool:
+        """Report a finished step of ``trial``; False when the budget ran out."""
+        step = trial.step
+        value, _, fidelity = self.source.result(trial.config, step)
+        trial.spent += charge
+        self.outcome.record(trial.trial_id, step, value, charge, self.clock)
+        result = {**fidelity, self.source.metric: value, "training_iteration": step,
+                  COST_KEY: trial.spent, "time_this_iter_s": charge}
+        go_on = self._timed(self.method.report, trial.handle, step, result)
+        if self.clock >= self.budget_s:
+            return False  # the run is cut short: as when Tune's time budget ends, nothing is told
+        if not go_on or step >= trial.end:
+            self.cluster.end(trial.trial_id)
+            del self._trials[trial.trial_id]
+            self._timed(self.method.end, trial.handle, result, step >= trial.end)
+        else:
+            self._next_step(trial)
+        return True
+
+
+@dataclass
+class _Running:
+    """A trial of the method's on a worker."""
+
+    trial_id: str
+    handle: Any
+    config: dict[str, Any]
+    end: int
+    step: int = 0
+    spent: float = 0.0
