@@ -227,7 +227,7 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
     # Keeping two checkpoints per trial makes Tune snapshot the experiment after every other
     # checkpoint, on purpose (a resume loses little); its warning about that is noise here.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    trainable = make_trainable(task=task.name, options=options, resources=spec.resources,
+    trainable = make_trainable(task=task, options=options, resources=spec.resources,
                                seed=spec.seed, storage_path=storage_path, experiment=spec.name,
                                max_failures=spec.max_failures)
     callback = ParquetStoreCallback(

@@ -17,7 +17,7 @@ from ray import tune
 from efficient_search.fidelity import is_restart, run_name
 from efficient_search.spec import Resources
 from efficient_search.store.paths import inside_root
-from efficient_search.tasks import get_task
+from efficient_search.task_registry import Task, get_task
 from efficient_search.train.session import InProcessSession, train_worker_session
 
 #: The CPU share the Tune trial itself holds while its Train workers run (Ray refuses an empty
@@ -29,18 +29,27 @@ KEEP_CHECKPOINTS = 2
 
 def train_worker_loop(loop_config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker."""
-    task = get_task(loop_config["task"])
+    task = as_task(loop_config["task"])
     session = train_worker_session(loop_config)
     task.train_loop(loop_config["params"], loop_config["options"], session, loop_config["seed"])
 
 
-def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resources, seed: int,
+def as_task(task: Task | str) -> Task:
+    """A task object, or the registered task of that name."""
+    return task if isinstance(task, Task) else get_task(task)
+
+
+def make_trainable(*, task: Task | str, options: Mapping[str, Any], resources: Resources, seed: int,
                    storage_path: str, experiment: str,
                    max_failures: int = 0) -> Callable[[dict[str, Any]], None]:
     """The function trainable of an experiment, with its resource request attached.
 
-    ``max_failures`` retries of a Train worker group restart it from its latest checkpoint.
+    ``task`` travels with the trainable (a name is looked up here, in the driver), so a task
+    registered by the driver's own code runs in trial and Train worker processes that never
+    imported that code (its loop must be picklable). ``max_failures`` retries of a Train worker
+    group restart it from its latest checkpoint.
     """
+    task = as_task(task)
 
     def run_trial(config: dict[str, Any]) -> None:
         checkpoint = None if is_restart(config) else tune.get_checkpoint()
@@ -56,12 +65,12 @@ def make_trainable(*, task: str, options: Mapping[str, Any], resources: Resource
             "fit_id": uuid.uuid4().hex,  # tells this fit's checkpoints from an earlier fit's
         }
         if resources.num_workers == 0:
-            import torch
+            session = InProcessSession(resume_dir=resume_dir)  # the CPU: no torch until a loop uses it
+            if resources.gpus_per_worker > 0:
+                import torch
 
-            use_gpu = resources.gpus_per_worker > 0 and torch.cuda.is_available()
-            session = InProcessSession(resume_dir=resume_dir,
-                                       device=torch.device("cuda" if use_gpu else "cpu"))
-            get_task(task).train_loop(dict(config), dict(options), session, seed)
+                session.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            task.train_loop(dict(config), dict(options), session, seed)
         else:
             fit_torch_trainer(loop_config, resources,
                               inside_root(storage_path, "_train", experiment, field="experiment"),
