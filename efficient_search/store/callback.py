@@ -22,9 +22,13 @@ STATE_VERSION = 1
 class ParquetStoreCallback(Callback):
     """Buffer one row per reported result and flush it to the store.
 
-    Rows are flushed at trial end, at experiment end, whenever Tune saves the experiment state
-    (so a restored run finds everything its snapshot knows about) and every ``flush_interval_s``
-    seconds. On set-up the keys already in the store are loaded, and before a restored
+    Rows are flushed whenever Tune saves the experiment state (so a restored run finds everything
+    its snapshot knows about), at experiment end, and otherwise at most every ``flush_interval_s``
+    seconds, trial ends included: a thousand short trials write a file every few seconds, not an
+    fsynced file (and every 17th time a merge) per trial. A trial that ended after the last saved
+    state is run again on restore, so its buffered rows need no earlier flush.
+
+    On set-up the keys already in the store are loaded, and before a restored
     experiment's first step the store is made to agree with the restored state (:meth:`reconcile`),
     so a restored experiment neither loses nor duplicates rows.
 
@@ -163,7 +167,7 @@ class ParquetStoreCallback(Callback):
 
     def _end(self, trial: Trial, status: str, error: str | None = None) -> None:
         self.add(trial.trial_id, trial.config, trial.last_result or {}, status, error)
-        self.flush()
+        self._maybe_flush()
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_interval_s:
