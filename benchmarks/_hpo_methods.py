@@ -78,17 +78,25 @@ class Method:
     native: bool = False
 
     def replay(self, source: BlackboxReplay, seed: int, prior: Prior, budget_s: float,
-               cluster: ClusterModel | None = None) -> ReplayOutcome:
-        """One search of ``budget_s`` simulated seconds on ``source`` (one worker unless ``cluster``).
-        Python's and numpy's global generators are seeded with ``seed`` first: some peers draw from
-        them (hpbandster's and syne-tune's samplers), and a rerun must give the same figures."""
+               cluster: ClusterModel | None = None, *, max_trials: int = 10_000, latency_after: int = 0,
+               until: Callable[[ReplayOutcome], bool] | None = None) -> ReplayOutcome:
+        """One search of ``budget_s`` simulated seconds on ``source`` (one worker unless ``cluster``;
+        call latencies kept once ``latency_after`` trials have started; ``until`` may end it early,
+        see ``ReplaySimulation``). Python's and numpy's global
+        generators are seeded with ``seed`` first: some peers draw from them (hpbandster's and
+        syne-tune's samplers), and a rerun must give the same figures."""
         random.seed(seed)
         np.random.seed(seed)
+        sim: ReplaySimulation | StepwiseReplay
         if self.native:
-            return StepwiseReplay(source, self.build(source, seed, prior), budget_s=budget_s,
-                                  cluster=cluster).run()
-        searcher, scheduler = self.build(source, seed, prior)
-        return ReplaySimulation(source, searcher, scheduler, budget_s=budget_s, cluster=cluster).run()
+            sim = StepwiseReplay(source, self.build(source, seed, prior), budget_s=budget_s,
+                                 max_trials=max_trials, cluster=cluster, until=until)
+        else:
+            searcher, scheduler = self.build(source, seed, prior)
+            sim = ReplaySimulation(source, searcher, scheduler, budget_s=budget_s, max_trials=max_trials,
+                                   cluster=cluster, until=until)
+        sim.outcome.latency_after = latency_after
+        return sim.run()
 
 
 def _objective(source: BlackboxReplay) -> dict[str, Any]:

@@ -149,12 +149,68 @@ def paired_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     return out
 
 
+def render_scale(path: Path) -> str:
+    """Per method (rows sorted by mean regret at 50 % with the most workers), per worker count N:
+    regret at 50 % of the wall-clock budget (mean ± s.e.), time-to-target speed-up (median, and the
+    share of runs that reached the target) and worker utilisation."""
+    columns = ["method", "workers", "regret_50_mean", "regret_50_se", "speedup_median", "reached",
+               "utilisation", "rank_50", "runs"]
+    frame = read_csv(path, columns)
+    workers = sorted(int(n) for n in frame["workers"].unique())
+    most = frame[frame["workers"] == workers[-1]].sort_values("regret_50_mean")
+    best = {n: frame.loc[frame["workers"] == n, "regret_50_mean"].min() for n in workers}
+    lines = ["| method | " + " | ".join(f"regret @ 50 %, N = {n}" for n in workers) + " | "
+             + " | ".join(f"speed-up N = {n} (reached)" for n in workers[1:])
+             + " | utilisation N = " + " / ".join(str(n) for n in workers) + " |",
+             "|---" * (1 + len(workers) + len(workers) - 1 + 1) + "|"]
+    for method in most["method"]:
+        rows = frame[frame["method"] == method].set_index("workers")
+        cells = []
+        for n in workers:
+            mean, se = rows.loc[n, "regret_50_mean"], rows.loc[n, "regret_50_se"]
+            text = f"{number(mean)} ± {number(se)}"
+            cells.append(f"**{text}**" if mean == best[n] else text)
+        cells += [f"{rows.loc[n, 'speedup_median']:.1f}x ({rows.loc[n, 'reached']:.2f})" for n in workers[1:]]
+        cells.append(" / ".join(f"{rows.loc[n, 'utilisation']:.2f}" for n in workers))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    runs = int(frame["runs"].iloc[0])
+    lines += ["", f"Regret at 50 % of each N's wall-clock budget (1/N of the same compute), mean ± s.e. "
+              f"over {runs} (instance, seed) runs; speed-up: median over the runs where one worker needed "
+              "more than its first result, of one worker's time to its own regret at 25 % of its budget "
+              "over N workers' time (ideal = N; not reached within the budget = 0; reached = share that "
+              "did); utilisation = training seconds / (N x makespan)."]
+    return "\n".join(lines)
+
+
+def render_scale_latency(path: Path) -> str:
+    """Per method: trials started when timing began, decision-call latency (median, p95, max) and
+    memory held then."""
+    frame = read_csv(path, ["method", "workers", "trials", "calls", "decide_ms_median", "decide_ms_p95",
+                            "decide_ms_max", "memory_mb", "wall_s"]).sort_values("decide_ms_p95")
+    lines = ["| method | trials started | calls timed | decision ms: median / p95 / max | memory held | "
+             "wall |", "|---" * 6 + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append(f"| {row.method} | {row.trials:,.0f} | {row.calls:,.0f} | {row.decide_ms_median:.2f} / "
+                     f"{row.decide_ms_p95:.2f} / {row.decide_ms_max:.1f} | {row.memory_mb:.0f} MiB | "
+                     f"{row.wall_s:.0f} s |")
+    lines += ["", f"{int(frame['workers'].iloc[0])} simulated workers on one LCBench instance; every "
+              "decision call (suggest, on_trial_result, choose_trial_to_run; ask/report/end for native "
+              "loops) after the trials started column, wall ms on one core; memory = resident set after "
+              "minus before the search."]
+    return "\n".join(lines)
+
+
 #: Marker name (``{field}`` matches letters, digits, ``_``, ``.``, ``-``) -> report. Exact names win over
 #: patterns; among patterns the first match wins.
 REPORTS: dict[str, Report] = {
     "hpo_suite_{scenario}": Report(source="hpo_suite_{scenario}_summary.csv",
                                    command="python benchmarks/hpo_suite.py --scenario {scenario}",
                                    render=render_hpo_suite),
+    "scale_latency": Report(source="scale_latency.csv", command="python benchmarks/scale.py --parts latency",
+                            render=render_scale_latency),
+    "scale_{blackbox}": Report(source="scale_{blackbox}_summary.csv",
+                               command="python benchmarks/scale.py --parts scaling --blackboxes {blackbox}",
+                               render=render_scale),
     "quicktune_replay": Report(source="quicktune_replay_summary.csv",
                                command="python benchmarks/quicktune_replay.py --datasets all",
                                render=render_hpo_suite),

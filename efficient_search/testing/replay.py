@@ -9,8 +9,10 @@ knows them). Two ways to replay a row:
   epoch, ``fidelity/epoch`` and the recorded cumulative seconds as ``cost/seconds``, checkpointing
   the epoch so paused trials continue (no sleeping: time is simulated);
 - :class:`ReplaySimulation`: the same trials driven in-process through the same Ray ``Searcher`` and
-  ``TrialScheduler`` objects, the way Tune's controller calls them with one trial running at a time,
-  on a simulated clock (hundreds of searches fit in minutes on 2 cores).
+  ``TrialScheduler`` objects, the way Tune's controller calls them, on a simulated clock and a
+  simulated cluster of N workers (one by default: one trial at a time; see
+  :mod:`~efficient_search.testing.replay_cluster` for start-up latency, stragglers and preemptions).
+  Hundreds of searches fit in minutes on 2 cores.
 
 The simulation replays any :class:`ReplaySource`: a :class:`ReplayTable`, or a blackbox on one
 instance (:class:`~efficient_search.testing.replay_blackbox.BlackboxReplay`, configs over the real
@@ -28,8 +30,9 @@ fidelity grid). How a trial's steps are charged to the clock:
 Each step reports the metric, ``training_iteration`` (the step: what Ray's ASHA/HyperBand and our
 schedulers count with ``time_attr="training_iteration"``), the source's ``fidelity/*`` keys
 (``fidelity/epoch`` for epochs), ``cost/seconds`` (seconds charged to the trial so far) and
-``time_this_iter_s`` (this step's charge). The clock advances only by charges; the incumbent follows
-the source's mode.
+``time_this_iter_s`` (this step's charge). With one worker and no cluster noise the clock advances only
+by charges; with N workers each trial's steps follow one another on its worker and results are handled
+in the order they end. The incumbent follows the source's mode.
 """
 
 from __future__ import annotations
@@ -207,6 +210,20 @@ class _Controller(WhitelistedController):
         self.searcher = searcher
         self.search_alg = _SearchAlg(searcher)  # type: ignore[assignment]
         self._leave = leave
+        #: Trials that were made PENDING (new, or by a scheduler), oldest first: a superset of the
+        #: pending ones, so finding them takes no scan over every trial.
+        self.queued: dict[Trial, None] = {}
+
+    def _set_trial_status(self, trial: Trial, status: str) -> None:
+        super()._set_trial_status(trial, status)
+        if status == Trial.PENDING:
+            self.queued[trial] = None
+
+    def pending(self) -> list[Trial]:
+        """The PENDING trials, oldest first."""
+        for trial in [t for t in self.queued if t.status != Trial.PENDING]:
+            del self.queued[trial]
+        return list(self.queued)
 
     def stop_trial(self, trial: Trial) -> None:
         if trial.status in (Trial.PENDING, Trial.PAUSED, Trial.RUNNING):
@@ -245,8 +262,10 @@ class ReplayOutcome:
     trials: int = 0
     overhead_s: float = 0.0  # wall seconds spent inside the searcher and scheduler
     log: list[ReplayStep] = field(default_factory=list)
-    #: Wall seconds of every call into the method, by the called method's name (``suggest``, ...).
+    #: Wall seconds of every call into the method, by the called method's name (``suggest``, ...), kept
+    #: once ``latency_after`` trials have started (to read them at scale).
     latencies: dict[str, list[float]] = field(default_factory=dict)
+    latency_after: int = 0
     #: What the simulated workers did (utilisation, preemptions); set when the search ends.
     cluster: ClusterStats = field(default_factory=ClusterStats)
 
@@ -273,7 +292,8 @@ class ReplayOutcome:
         finally:
             took = time.perf_counter() - started
             self.overhead_s += took
-            self.latencies.setdefault(getattr(call, "__name__", "call"), []).append(took)
+            if self.trials >= self.latency_after:
+                self.latencies.setdefault(getattr(call, "__name__", "call"), []).append(took)
 
     def record(self, trial_id: str, step: int, value: float, charge: float, clock: float) -> None:
         """One reported step at simulated time ``clock``; the incumbent follows ``mode``."""
@@ -302,8 +322,9 @@ class ReplaySimulation:
     simulated seconds on a simulated cluster (``cluster``; default one worker, no noise: one trial at a
     time), calling them as Tune's controller does: at most one pending trial at a time (Tune's default
     for a searcher), and whenever a worker is free, ``choose_trial_to_run`` first, then any pending
-    trial. Results arrive in the order the simulated clock gives them. See the module docstring for how
-    steps are charged and :mod:`~efficient_search.testing.replay_cluster` for the cluster."""
+    trial. Results arrive in the order the simulated clock gives them; ``until(outcome)``, if given, is
+    asked after each and ends the search early when true. See the module docstring for how steps are
+    charged and :mod:`~efficient_search.testing.replay_cluster` for the cluster."""
 
     def __init__(
         self,
@@ -314,6 +335,7 @@ class ReplaySimulation:
         budget_s: float,
         max_trials: int = 10_000,
         cluster: ClusterModel | None = None,
+        until: Callable[[ReplayOutcome], bool] | None = None,
     ):
         self.source, self.searcher, self.scheduler = source, searcher, scheduler
         self.table = source  # the name older callers use
@@ -321,6 +343,7 @@ class ReplaySimulation:
         self.controller = _Controller(searcher, self._leave)
         self.controller.scheduler = scheduler
         self.cluster = SimulatedCluster(cluster)
+        self.until = until
         self.progress: dict[str, int] = {}
         self.seconds: dict[str, float] = {}
         self.outcome = ReplayOutcome(mode=source.mode)
@@ -339,11 +362,7 @@ class ReplaySimulation:
 
     def _add_trial(self) -> None:
         trials = self.controller.trials
-        if (
-            self._searcher_done
-            or any(t.status == Trial.PENDING for t in trials)
-            or len(trials) >= self.max_trials
-        ):
+        if self._searcher_done or self.controller.pending() or len(trials) >= self.max_trials:
             return
         trial_id = f"r{len(trials):05d}"
         config = self._timed(self.searcher.suggest, trial_id)
@@ -354,6 +373,7 @@ class ReplaySimulation:
             return
         trial = Trial("replay", config=dict(config), trial_id=trial_id, stub=True)
         trials.append(trial)
+        self.controller.queued[trial] = None
         self._trials[trial_id] = trial
         self.outcome.trials += 1
         self._timed(self.scheduler.on_trial_add, self.controller, trial)
@@ -363,6 +383,8 @@ class ReplaySimulation:
             self._fill()
             finished = self.cluster.pop()
             if finished is None or not self._reported(self._trials[str(finished[0])], finished[1]):
+                break
+            if self.until is not None and self.until(self.outcome):
                 break
         self.outcome.cluster = self.cluster.close(self.clock)
         return self.outcome
@@ -374,11 +396,10 @@ class ReplaySimulation:
             self._add_trial()
             chosen = self._timed(self.scheduler.choose_trial_to_run, self.controller)
             started = chosen is not None and self._start(chosen)
-            for trial in self.controller.trials:  # Tune starts pending trials by itself
+            for trial in self.controller.pending():  # Tune starts pending trials by itself
                 if not self.cluster.free:
                     break
-                if trial.status == Trial.PENDING:
-                    started = self._start(trial) or started
+                started = self._start(trial) or started
             if not started:
                 return
 

@@ -49,7 +49,8 @@ class StepwiseReplay:
     (``cluster``; default one worker: one trial at a time). Whenever a worker is free the method is
     asked for a trial; with several workers, reports arrive in the order the clock gives them. A
     method that has nothing to run (``ask`` gives None) is asked again after the next report, and the
-    search ends when it has nothing to run and no trial is training.
+    search ends when it has nothing to run and no trial is training, or early when ``until(outcome)``
+    (asked after each report) is true.
 
     Example::
 
@@ -58,12 +59,14 @@ class StepwiseReplay:
     """
 
     def __init__(self, source: ReplaySource, method: StepwiseMethod, *, budget_s: float,
-                 max_trials: int = 10_000, cluster: ClusterModel | None = None):
+                 max_trials: int = 10_000, cluster: ClusterModel | None = None,
+                 until: Callable[[ReplayOutcome], bool] | None = None):
         if not budget_s > 0:
             raise ValueError(f"`budget_s` must be > 0 simulated seconds, but got {budget_s!r}.")
         self.source, self.method = source, method
         self.budget_s, self.max_trials = float(budget_s), max_trials
         self.cluster = SimulatedCluster(cluster)
+        self.until = until
         self.outcome = ReplayOutcome(mode=source.mode)
         self._trials: dict[str, _Running] = {}
 
@@ -80,6 +83,8 @@ class StepwiseReplay:
             self._fill()
             finished = self.cluster.pop()
             if finished is None or not self._reported(self._trials[str(finished[0])], finished[1]):
+                break
+            if self.until is not None and self.until(self.outcome):
                 break
         self.outcome.cluster = self.cluster.close(self.clock)
         return self.outcome
