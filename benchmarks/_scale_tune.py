@@ -287,7 +287,25 @@ def main() -> None:
     figures = tune_overhead(args.quick, args.store, repeats=args.repeats, ours_first=args.ours_first)
     for key, value in figures.items():
         print(f"  {key}: {value:.4g}")
+    if not args.quick:
+        keep_run(figures, ours_first=args.ours_first)
     print_result(NAME, figures, args.quick)
+
+
+SUMMARY = "scale_tune.csv"
+
+
+def keep_run(figures: Mapping[str, float], *, ours_first: bool, folder: Path = RESULTS_DIR) -> Path:
+    """Append a full run's figures to the committed ``results/scale_tune.csv`` (one row per run: each
+    run is one pair, so the spread over runs is read from the rows)."""
+    order = "ours first" if ours_first else "plain first"
+    row = pd.DataFrame([{"date": time.strftime("%Y-%m-%d"), "order": order, **figures}])
+    path = folder / SUMMARY
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.concat([pd.read_csv(path), row], ignore_index=True) if path.is_file() else row
+    frame.to_csv(path, index=False, float_format="%.4g")
+    print(f"wrote {path} ({len(frame)} runs)")
+    return path
 
 
 if __name__ == "__main__":

@@ -200,6 +200,25 @@ def render_scale_latency(path: Path) -> str:
     return "\n".join(lines)
 
 
+def render_scale_tune(path: Path) -> str:
+    """One row per full run of the 1,000-trial Tune comparison: wall and driver CPU per trial, ours
+    against plain Ray Tune, and the store's rows against the results Tune saw."""
+    frame = read_csv(path, ["date", "order", "trials", "concurrency", "ours_ms_per_trial",
+                            "plain_ms_per_trial", "overhead_pct", "ours_driver_cpu_ms_per_trial",
+                            "plain_driver_cpu_ms_per_trial", "driver_cpu_overhead_pct", "results",
+                            "result_rows"])
+    lines = ["| run | trials x at once | wall ms per trial: ours / plain (extra) | driver CPU ms per trial: "
+             "ours / plain (extra) | store rows / results |", "|---" * 5 + "|"]
+    for row in frame.itertuples(index=False):
+        note = f"; {row.note}" if isinstance(getattr(row, "note", None), str) else ""
+        wall = f"{row.ours_ms_per_trial:.1f} / {row.plain_ms_per_trial:.1f} ({row.overhead_pct:+.1f} %)"
+        cpu = (f"{row.ours_driver_cpu_ms_per_trial:.1f} / {row.plain_driver_cpu_ms_per_trial:.1f} "
+               f"({row.driver_cpu_overhead_pct:+.1f} %)")
+        lines.append(f"| {row.date}, {row.order}{note} | {row.trials:,.0f} x {row.concurrency:.0f} | "
+                     f"{wall} | {cpu} | {row.result_rows:,.0f} / {row.results:,.0f} |")
+    return "\n".join(lines)
+
+
 #: Marker name (``{field}`` matches letters, digits, ``_``, ``.``, ``-``) -> report. Exact names win over
 #: patterns; among patterns the first match wins.
 REPORTS: dict[str, Report] = {
@@ -208,6 +227,8 @@ REPORTS: dict[str, Report] = {
                                    render=render_hpo_suite),
     "scale_latency": Report(source="scale_latency.csv", command="python benchmarks/scale.py --parts latency",
                             render=render_scale_latency),
+    "scale_tune": Report(source="scale_tune.csv", command="python benchmarks/_scale_tune.py",
+                         render=render_scale_tune),
     "scale_{blackbox}": Report(source="scale_{blackbox}_summary.csv",
                                command="python benchmarks/scale.py --parts scaling --blackboxes {blackbox}",
                                render=render_scale),
