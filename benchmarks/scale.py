@@ -248,6 +248,7 @@ def plot(summary: pd.DataFrame, curves: dict[str, list[list[float]]], blackbox: 
     right.plot(workers, workers, color="grey", linestyle=":", label="ideal")
     right.set_xscale("log", base=2)
     right.set_yscale("symlog", linthresh=1.0)
+    right.set_ylim(bottom=0.0)
     right.set_xlabel("workers N")
     right.set_ylabel("time-to-target speed-up (median)")
     right.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -145,6 +145,8 @@ class QuickTuneModel:
         self._features: dict[str, dict[str, Any]] = {}
         self._memo: dict[Any, float] = {}
         self._memo_key: Any = None
+        self._seen_key: Any = None
+        self._seen_values = np.zeros((0, 0))
 
     @staticmethod
     def _meta_train_options(
@@ -334,13 +336,21 @@ class QuickTuneModel:
             curves=curves,
             meta_features=self.meta_features,
         )
-        ids = self.observations.usable()
-        seen = self.observations.arrays(ids, steps)[1] if ids else np.full((0, steps), np.nan)
-        best = best_at_budgets(seen, np.asarray(targets_c) - 1, mode=self.ei_mode)
+        best = best_at_budgets(self._seen(steps), np.asarray(targets_c) - 1, mode=self.ei_mode)
         cost = self._cost(frame, [min(s, steps) for s in starts], targets_c)
         return cost_aware_expected_improvement(
             mean, np.maximum(variance, 0.0), best, cost, alpha=self.alpha, mode=self.ei_mode
         )
+
+    def _seen(self, steps: int) -> np.ndarray:
+        """Every usable trial's values ``(N, steps)``, rebuilt only after a new observation."""
+        key = (self.observations.version, steps)
+        if self._seen_key != key:
+            ids = self.observations.usable()
+            self._seen_values = (self.observations.arrays(ids, steps)[1] if ids
+                                 else np.full((0, steps), np.nan))
+            self._seen_key = key
+        return self._seen_values
 
     def _cost(self, frame: pd.DataFrame, starts: list[int], targets: list[int]) -> np.ndarray:
         base = self.base()
@@ -444,6 +454,7 @@ class QuickTuneModel:
             self._fit = None if fit is None else {**fit, "marks": dict(fit["marks"])}
         self._cond, self._cond_due = None, state.get("conditioned")
         self._memo, self._memo_key = {}, None
+        self._seen_key = None
 
     def save_weights(self, folder: str) -> None:
         """The surrogate (safetensors + JSON) into ``folder/quicktune-surrogate``; nothing if none."""

@@ -25,19 +25,34 @@ BIAS_PRIOR = 10.0
 LOCAL_PRIOR = 0.5
 
 
+class CostCorrection:
+    """The correction learned from ``residuals`` ``(P,)`` (observed log cost minus predicted) of configs
+    ``observed`` ``(P, C)``; calling it with query configs ``(Q, C)`` gives their additive log-cost
+    correction ``(Q,)``. The task-wide part is computed once here, not at every query (a search asks
+    thousands of times between two new observations)."""
+
+    def __init__(self, observed: np.ndarray, residuals: np.ndarray):
+        self.observed = np.asarray(observed, dtype=np.float64)
+        residuals = np.asarray(residuals, dtype=np.float64)
+        self.bias = 0.0
+        self.local = residuals
+        if residuals.size:
+            # The bias counts configs, not steps: ten epochs of one config are one piece of evidence.
+            _, group = np.unique(self.observed, axis=0, return_inverse=True)
+            per_config = np.bincount(group, weights=residuals) / np.bincount(group)
+            self.bias = float(per_config.sum() / (per_config.size + BIAS_PRIOR))
+            self.local = residuals - self.bias
+
+    def __call__(self, query: np.ndarray) -> np.ndarray:
+        query = np.asarray(query, dtype=np.float64)
+        if self.local.size == 0:
+            return np.zeros(len(query))
+        distance = ((query[:, None, :] - self.observed[None, :, :]) ** 2).sum(axis=2)  # (Q, P)
+        weights = np.exp(-distance / (2 * LENGTH_SCALE ** 2))
+        return self.bias + weights @ self.local / (weights.sum(axis=1) + LOCAL_PRIOR)
+
+
 def log_cost_correction(query: np.ndarray, observed: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     """Additive log-cost correction ``(Q,)`` for configs ``query`` ``(Q, C)``, from ``residuals`` ``(P,)``
-    (observed log cost minus predicted) of configs ``observed`` ``(P, C)``."""
-    query = np.asarray(query, dtype=np.float64)
-    observed = np.asarray(observed, dtype=np.float64)
-    residuals = np.asarray(residuals, dtype=np.float64)
-    if residuals.size == 0:
-        return np.zeros(len(query))
-    # The bias counts configs, not steps: ten epochs of one config are one piece of evidence.
-    _, group = np.unique(observed, axis=0, return_inverse=True)
-    per_config = np.bincount(group, weights=residuals) / np.bincount(group)
-    bias = per_config.sum() / (per_config.size + BIAS_PRIOR)
-    local = residuals - bias
-    distance = ((query[:, None, :] - observed[None, :, :]) ** 2).sum(axis=2)  # (Q, P)
-    weights = np.exp(-distance / (2 * LENGTH_SCALE ** 2))
-    return bias + weights @ local / (weights.sum(axis=1) + LOCAL_PRIOR)
+    (observed log cost minus predicted) of configs ``observed`` ``(P, C)`` (see :class:`CostCorrection`)."""
+    return CostCorrection(observed, residuals)(query)

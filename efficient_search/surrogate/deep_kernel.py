@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from efficient_search.durable import atomic_path, atomic_write
-from efficient_search.surrogate.cost_correction import log_cost_correction
+from efficient_search.surrogate.cost_correction import CostCorrection
 from efficient_search.surrogate.encoding import ConfigEncoder, MetaFeatureScaler
 from efficient_search.surrogate.files import read_info
 from efficient_search.surrogate.meta_dataset import MetaDataset
@@ -80,6 +80,7 @@ class DeepKernelSurrogate:
         self._observations: Points | None = None
         self._cost_observations: tuple[np.ndarray, ...] | None = None
         self._cost_residuals: np.ndarray | None = None
+        self._cost_correction: CostCorrection | None = None
         self._task_meta: np.ndarray | None = None
         self.report: dict[str, Any] = {}
 
@@ -274,9 +275,11 @@ class DeepKernelSurrogate:
         """Task step costs ``(config, budget, meta, log seconds)``; residuals correct ``predict_cost``."""
         self._cost_observations = observed
         self._cost_residuals = None
+        self._cost_correction = None
         if observed is not None:
             config, budget, meta, log_seconds = observed
             self._cost_residuals = log_seconds - self._log_cost(config, budget, meta)
+            self._cost_correction = CostCorrection(config, self._cost_residuals)
 
     @property
     def n_observations(self) -> int:
@@ -368,9 +371,8 @@ class DeepKernelSurrogate:
         self._require_fitted()
         config, budget, meta = self._query(configs, budgets, meta_features)
         log_seconds = self._log_cost(config, budget, meta)
-        if self._cost_observations is not None and self._cost_residuals is not None:
-            log_seconds = log_seconds + log_cost_correction(config, self._cost_observations[0],
-                                                            self._cost_residuals)
+        if self._cost_correction is not None:
+            log_seconds = log_seconds + self._cost_correction(config)
         return np.exp(log_seconds)
 
     # -- plain-data state ----------------------------------------------------------------
