@@ -150,14 +150,15 @@ def paired_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
 
 
 def render_scale(path: Path) -> str:
-    """Per method (rows sorted by mean regret at 50 % with the most workers), per worker count N:
+    """Per method (rows sorted by mean regret at 50 % with 32 workers, else the most), per worker count N:
     regret at 50 % of the wall-clock budget (mean ± s.e.), time-to-target speed-up (median, and the
     share of runs that reached the target) and worker utilisation."""
     columns = ["method", "workers", "regret_50_mean", "regret_50_se", "speedup_median", "reached",
                "utilisation", "rank_50", "runs"]
     frame = read_csv(path, columns)
     workers = sorted(int(n) for n in frame["workers"].unique())
-    most = frame[frame["workers"] == workers[-1]].sort_values("regret_50_mean")
+    probe = 32 if 32 in workers else workers[-1]  # the issue's targets are read at 32 workers
+    most = frame[frame["workers"] == probe].sort_values("regret_50_mean")
     best = {n: frame.loc[frame["workers"] == n, "regret_50_mean"].min() for n in workers}
     lines = ["| method | " + " | ".join(f"regret @ 50 %, N = {n}" for n in workers) + " | "
              + " | ".join(f"speed-up N = {n} (reached)" for n in workers[1:])
