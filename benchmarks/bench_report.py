@@ -196,8 +196,9 @@ def render_scale_latency(path: Path) -> str:
                      f"{row.wall_s:.0f} s |")
     lines += ["", f"{int(frame['workers'].iloc[0])} simulated workers on one LCBench instance; every "
               "decision call (suggest, on_trial_result, choose_trial_to_run; ask/report/end for native "
-              "loops) after the trials started column, wall ms on one core; memory = resident set after "
-              "minus before the search."]
+              "loops) after the trials started column, wall ms on one core; memory = resident set of the "
+              "search process after minus before the search (searcher, scheduler and the replay's "
+              "trials)."]
     return "\n".join(lines)
 
 
