@@ -154,7 +154,7 @@ def build_suite(blackbox: str, args: argparse.Namespace) -> Suite:
         seeds = ",".join(str(s) for s in range(args.seeds))
         suite = quicktune_replay.build_suite(
             quicktune_replay.parse_args([*common, "--datasets", "all", "--seeds", seeds]), announce=False)
-    return dataclasses.replace(suite, instances=spread(suite.instances, args.instances))
+    return dataclasses.replace(suite, label=blackbox, instances=spread(suite.instances, args.instances))
 
 
 _SUITES: dict[str, Suite] = {}
