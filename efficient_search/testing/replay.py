@@ -317,6 +317,20 @@ def step_charge(source: ReplaySource, config: Mapping[str, Any], step: int, seco
     return max(seconds - source.result(config, step - 1)[1], 0.0)
 
 
+def drive(sim: Any) -> ReplayOutcome:
+    """The event loop both replays share: fill free workers (``sim._fill``), hand the next finished step
+    to ``sim._reported`` until the budget, the work or ``sim.until`` ends the search; then the stats."""
+    while sim.clock < sim.budget_s:
+        sim._fill()
+        finished = sim.cluster.pop()
+        if finished is None or not sim._reported(sim._trials[str(finished[0])], finished[1]):
+            break
+        if sim.until is not None and sim.until(sim.outcome):
+            break
+    sim.outcome.cluster = sim.cluster.close(sim.clock)
+    return sim.outcome
+
+
 class ReplaySimulation:
     """Drive ``searcher`` + ``scheduler`` over ``source`` (a :class:`ReplaySource`) for ``budget_s``
     simulated seconds on a simulated cluster (``cluster``; default one worker, no noise: one trial at a
@@ -379,15 +393,7 @@ class ReplaySimulation:
         self._timed(self.scheduler.on_trial_add, self.controller, trial)
 
     def run(self) -> ReplayOutcome:
-        while self.clock < self.budget_s:
-            self._fill()
-            finished = self.cluster.pop()
-            if finished is None or not self._reported(self._trials[str(finished[0])], finished[1]):
-                break
-            if self.until is not None and self.until(self.outcome):
-                break
-        self.outcome.cluster = self.cluster.close(self.clock)
-        return self.outcome
+        return drive(self)
 
     def _fill(self) -> None:
         """Hand free workers to trials as Tune's controller steps would, until none is free or nothing

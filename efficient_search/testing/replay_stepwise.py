@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from efficient_search.testing.replay import COST_KEY, ReplayOutcome, ReplaySource, step_charge
+from efficient_search.testing.replay import COST_KEY, ReplayOutcome, ReplaySource, drive, step_charge
 from efficient_search.testing.replay_cluster import ClusterModel, SimulatedCluster
 
 __all__ = ["StepwiseMethod", "StepwiseReplay"]
@@ -79,15 +79,7 @@ class StepwiseReplay:
         return self.outcome.timed(call, *args)
 
     def run(self) -> ReplayOutcome:
-        while self.clock < self.budget_s:
-            self._fill()
-            finished = self.cluster.pop()
-            if finished is None or not self._reported(self._trials[str(finished[0])], finished[1]):
-                break
-            if self.until is not None and self.until(self.outcome):
-                break
-        self.outcome.cluster = self.cluster.close(self.clock)
-        return self.outcome
+        return drive(self)
 
     def _fill(self) -> None:
         while self.cluster.free and self.outcome.trials < self.max_trials:
