@@ -143,6 +143,7 @@ def latency_task(suite: Suite, method: Method, args: argparse.Namespace) -> dict
         prior = Prior(surrogate, suite.meta_features(instance))
     before = resident_mb()
     started = time.perf_counter()
+    results = [0]  # budget steps reported when timing began
 
     def enough(outcome: ReplayOutcome) -> bool:
         """Stop once ``latency_calls`` calls are timed; past ``latency_wall`` seconds short of the trial
@@ -151,6 +152,8 @@ def latency_task(suite: Suite, method: Method, args: argparse.Namespace) -> dict
         if waited > args.latency_wall and outcome.trials < outcome.latency_after:
             outcome.latency_after = outcome.trials
         timed = sum(len(outcome.latencies.get(name, ())) for name in DECISIONS)
+        if not timed:
+            results[0] = outcome.epochs
         return timed >= args.latency_calls or waited > args.latency_wall + 60.0
 
     outcome = method.replay(source, 0, prior, math.inf, ClusterModel(workers=args.latency_workers, seed=0),
@@ -160,6 +163,7 @@ def latency_task(suite: Suite, method: Method, args: argparse.Namespace) -> dict
     calls = np.concatenate([outcome.latencies.get(name, []) for name in DECISIONS] or [[]]) * 1000
     row = {"method": method.name, "ours": float(method.ours), "instance": instance,
            "workers": float(args.latency_workers), "trials": float(outcome.latency_after),
+           "results": float(results[0]),
            "calls": float(calls.size), "memory_mb": resident_mb() - before, "wall_s": wall}
     for stat, fn in (("median", np.median), ("p95", lambda v: np.percentile(v, 95)), ("max", np.max)):
         row[f"decide_ms_{stat}"] = float(fn(calls)) if calls.size else math.nan
@@ -167,7 +171,8 @@ def latency_task(suite: Suite, method: Method, args: argparse.Namespace) -> dict
         values = np.asarray(outcome.latencies.get(name, [])) * 1000
         if values.size:
             row[f"{name}_ms_p95"] = float(np.percentile(values, 95))
-    print(f"  latency {method.name:30s} {row['trials']:6.0f} trials, {row['calls']:6.0f} calls timed: "
+    print(f"  latency {method.name:30s} {row['trials']:6.0f} trials, {row['results']:6.0f} results, "
+          f"{row['calls']:6.0f} calls timed: "
           f"median {row['decide_ms_median']:.2f} ms, p95 {row['decide_ms_p95']:.2f} ms, max "
           f"{row['decide_ms_max']:.1f} ms; memory {row['memory_mb']:.0f} MiB; {wall:.0f} s", flush=True)
     return row

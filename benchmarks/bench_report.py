@@ -184,21 +184,24 @@ def render_scale(path: Path) -> str:
 
 
 def render_scale_latency(path: Path) -> str:
-    """Per method: trials started when timing began, decision-call latency (median, p95, max) and
-    memory held then."""
+    """Per method: trials started (and results reported, where recorded) when timing began,
+    decision-call latency (median, p95, max) and memory held then."""
     frame = read_csv(path, ["method", "workers", "trials", "calls", "decide_ms_median", "decide_ms_p95",
                             "decide_ms_max", "memory_mb", "wall_s"]).sort_values("decide_ms_p95")
-    lines = ["| method | trials started | calls timed | decision ms: median / p95 / max | memory held | "
-             "wall |", "|---" * 6 + "|"]
+    results = "results" in frame
+    lines = ["| method | trials started | " + ("results | " if results else "") + "calls timed | "
+             "decision ms: median / p95 / max | memory held | wall |", "|---" * (7 if results else 6) + "|"]
     for row in frame.itertuples(index=False):
-        lines.append(f"| {row.method} | {row.trials:,.0f} | {row.calls:,.0f} | {row.decide_ms_median:.2f} / "
-                     f"{row.decide_ms_p95:.2f} / {row.decide_ms_max:.1f} | {row.memory_mb:.0f} MiB | "
-                     f"{row.wall_s:.0f} s |")
+        reported = f"{row.results:,.0f} | " if results else ""
+        lines.append(f"| {row.method} | {row.trials:,.0f} | {reported}{row.calls:,.0f} | "
+                     f"{row.decide_ms_median:.2f} / {row.decide_ms_p95:.2f} / {row.decide_ms_max:.1f} | "
+                     f"{row.memory_mb:.0f} MiB | {row.wall_s:.0f} s |")
     lines += ["", f"{int(frame['workers'].iloc[0])} simulated workers on one LCBench instance; every "
               "decision call (suggest, on_trial_result, choose_trial_to_run; ask/report/end for native "
-              "loops) after the trials started column, wall ms on one core; memory = resident set of the "
-              "search process after minus before the search (searcher, scheduler and the replay's "
-              "trials)."]
+              "loops) after the trials started column"
+              + (" (results = budget steps reported by then)" if results else "")
+              + ", wall ms on one core; memory = resident set of the search process after minus before "
+              "the search (searcher, scheduler and the replay's trials)."]
     return "\n".join(lines)
 
 

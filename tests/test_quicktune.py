@@ -25,7 +25,7 @@ from efficient_search.searchers import QuickTuneSearcher
 from efficient_search.searchers.quicktune_observations import Observations
 from efficient_search.surrogate import MetaDataset
 from efficient_search.testing.faults import InterruptAfterResults
-from efficient_search.testing.replay import ReplaySimulation, ReplayTable, replay_trainable
+from efficient_search.testing.replay import CONFIG_KEY, ReplaySimulation, ReplayTable, replay_trainable
 from efficient_search.testing.schedulers import (
     MAX_EPOCHS,
     METRIC,
@@ -74,6 +74,29 @@ def test_observations_turn_cumulative_cost_into_step_cost_and_ignore_repeats() -
     restored = Observations()
     restored.set_state(json.loads(json.dumps(seen.to_state())))
     assert restored.to_state() == seen.to_state()
+
+
+def test_observations_keep_points_and_best_per_step_as_values_arrive() -> None:
+    seen = Observations()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        seen.register(f"t{i}", {"lr": float(i)})
+        for step in range(1, int(rng.integers(1, 5)) + 1):
+            seen.observe(f"t{i}", step, float(rng.normal()), seconds=1.0)
+    seen.register("failed", {"lr": -1.0})
+    seen.observe("failed", 1, math.nan)
+    _, values, _ = seen.arrays(seen.usable(), 5)
+    assert seen.points == int(np.isfinite(values).sum())
+    observed = np.isfinite(values).any(axis=0)
+    expected_max, expected_min = np.full(5, np.nan), np.full(5, np.nan)
+    expected_max[observed] = np.nanmax(values[:, observed], axis=0)
+    expected_min[observed] = np.nanmin(values[:, observed], axis=0)
+    np.testing.assert_array_equal(seen.best_per_step(5), expected_max)
+    np.testing.assert_array_equal(seen.best_per_step(5, "min"), expected_min)
+    restored = Observations()
+    restored.set_state(json.loads(json.dumps(seen.to_state())))
+    assert restored.points == seen.points and restored.to_state() == seen.to_state()
+    np.testing.assert_array_equal(restored.best_per_step(3), expected_max[:3])
 
 
 def test_bad_options_name_the_field() -> None:
@@ -239,6 +262,41 @@ def test_replay_pauses_continues_and_keeps_suggest_under_a_second(
     assert statistics.median(latencies) < 1.0, latencies
     regret = (table.best - outcome.incumbents[-1]) / (table.best - table.worst)
     assert 0 <= regret < 0.5
+
+
+def test_a_new_result_repredicts_only_its_own_trial(quicktune_data: Any, small_surrogate: Any) -> None:
+    """At scale every result asks the scheduler to weigh all paused trials again: predictions are kept
+    until the surrogate changes, so one result costs one new prediction, and the scores still equal a
+    fresh computation (expected improvement moves with the best value seen)."""
+    table = ReplayTable.from_meta_dataset(quicktune_data, quicktune_data.dataset_names[0])
+    searcher = QuickTuneSearcher(table.space(), metric="accuracy", mode="max", seed=0, surrogate=small_surrogate,
+                                 meta_features=table.meta_features(), featurize=table.hyperparameters)
+    model = searcher.model
+    ids = [f"t{row}" for row in range(40)]
+    for row, trial_id in enumerate(ids):
+        model.register(trial_id, {CONFIG_KEY: row})
+        model.observations.observe(trial_id, 1, table.value(row, 1), seconds=table.cost(row, 1))
+    predicted_rows: list[int] = []
+    predict = model._predict
+
+    def counted(features: Any, *rest: Any) -> Any:
+        predicted_rows.append(len(features))
+        return predict(features, *rest)
+
+    model._predict = counted  # type: ignore[method-assign]
+    model.score_continue(ids, [2] * len(ids))
+    assert predicted_rows == [len(ids)]
+    best_row = int(np.argmax([table.value(row, 1) for row in range(40)]))
+    record = table.best + 1.0  # a new best value at step 2
+    model.observations.observe(ids[best_row], 2, record, seconds=table.cost(best_row, 2))
+    targets = [3 if i == best_row else 2 for i in range(len(ids))]
+    scores = model.score_continue(ids, targets)
+    assert predicted_rows == [len(ids), 1], "only the trial with a new result is predicted again"
+    features, curves, _ = model.observations.arrays(ids, model.steps())
+    starts = [model.observations.trials[t].last_step for t in ids]
+    fresh = model.acquisition(features, targets, starts, curves)  # float32 GP: batches round differently
+    np.testing.assert_allclose(scores, fresh, rtol=1e-4)
+    assert np.argmax(scores) == np.argmax(fresh)
 
 
 # -- real Ray Tune runs -----------------------------------------------------------------------------

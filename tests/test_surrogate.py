@@ -505,3 +505,23 @@ def test_config_encoder_scales_and_round_trips() -> None:
     assert nested.shape == (1, 7)
     with pytest.raises(TypeError, match=r"`configs\[0\]` must be a dict"):
         encoder.transform([3])
+
+
+def test_cost_correction_sums_steps_per_config_and_matches_the_kernel_average() -> None:
+    from efficient_search.surrogate.cost_correction import BIAS_PRIOR, LENGTH_SCALE, LOCAL_PRIOR, CostCorrection
+
+    rng = np.random.default_rng(0)
+    configs = np.hstack([rng.integers(0, 2, (30, 2)), rng.random((30, 3))]).astype(float)
+    observed = np.repeat(configs, rng.integers(1, 6, 30), axis=0)  # several steps per config
+    residuals = rng.normal(size=len(observed))
+    query = np.vstack([configs[:8], rng.random((12, 5)), configs[:2]])
+    # The definition, step by step: a task-wide bias over configs, plus a kernel average of the rest.
+    _, group = np.unique(observed, axis=0, return_inverse=True)
+    per_config = np.bincount(group.ravel(), weights=residuals) / np.bincount(group.ravel())
+    bias = per_config.sum() / (per_config.size + BIAS_PRIOR)
+    weights = np.exp(-((query[:, None, :] - observed[None]) ** 2).sum(axis=2) / (2 * LENGTH_SCALE ** 2))
+    expected = bias + weights @ (residuals - bias) / (weights.sum(axis=1) + LOCAL_PRIOR)
+    correction = CostCorrection(observed, residuals)
+    assert correction.counts.size == 30  # one entry per distinct config, not per step
+    np.testing.assert_allclose(correction(query), expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(CostCorrection(np.zeros((0, 5)), np.zeros(0))(query), np.zeros(len(query)))

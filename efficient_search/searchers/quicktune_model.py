@@ -143,10 +143,11 @@ class QuickTuneModel:
         self._cond: dict[str, Any] | None = None  # what the GP conditions on: {"marks", "points"}
         self._cond_due: dict[str, Any] | None = None  # restored: condition on exactly this first
         self._features: dict[str, dict[str, Any]] = {}
-        self._memo: dict[Any, float] = {}
-        self._memo_key: Any = None
-        self._seen_key: Any = None
-        self._seen_values = np.zeros((0, 0))
+        # Predictions (mean, variance, seconds) by row: a continued trial's stay valid until the
+        # surrogate changes; new candidates' until the next observation (they are drawn afresh).
+        self._predicted: dict[str, dict[Any, tuple[float, float, float]]] = {"new": {}, "old": {}}
+        self._predicted_at: dict[str, Any] = {"new": None, "old": None}
+        self._surrogate_changes = 0
 
     @staticmethod
     def _meta_train_options(
@@ -291,6 +292,7 @@ class QuickTuneModel:
         from efficient_search.surrogate.deep_kernel import DeepKernelSurrogate
 
         self._base = DeepKernelSurrogate(settings=ONLINE_SETTINGS, seed=self.seed).fit(data)
+        self._surrogate_changes += 1
         self._fit = {**fit, "marks": marks}
         self._cond = None
 
@@ -309,6 +311,7 @@ class QuickTuneModel:
         else:
             base.reset()
         self._cond, self._cond_due = {"marks": marks, "points": int(cond["points"])}, None
+        self._surrogate_changes += 1
 
     # -- scoring ----------------------------------------------------------------------------------
     def _budget(self, step: int) -> float:
@@ -323,9 +326,16 @@ class QuickTuneModel:
         curves: np.ndarray | None = None,
     ) -> np.ndarray:
         """Cost-aware EI of reaching step ``targets[i]`` from step ``starts[i]`` (0: a new config)."""
-        # scipy.stats loads here, not when the searchers package is imported.
-        from efficient_search.surrogate.acquisition import best_at_budgets, cost_aware_expected_improvement
+        return self._improvement(self._predict(features, targets, starts, curves), targets)
 
+    def _predict(
+        self,
+        features: list[dict[str, Any]],
+        targets: list[int],
+        starts: list[int],
+        curves: np.ndarray | None,
+    ) -> np.ndarray:
+        """Predicted mean, variance and seconds ``(3, N)`` of going from ``starts`` to ``targets``."""
         self.refresh()
         base, steps = self.base(), self.steps()
         frame = pd.DataFrame(features)
@@ -336,21 +346,21 @@ class QuickTuneModel:
             curves=curves,
             meta_features=self.meta_features,
         )
-        best = best_at_budgets(self._seen(steps), np.asarray(targets_c) - 1, mode=self.ei_mode)
         cost = self._cost(frame, [min(s, steps) for s in starts], targets_c)
-        return cost_aware_expected_improvement(
-            mean, np.maximum(variance, 0.0), best, cost, alpha=self.alpha, mode=self.ei_mode
-        )
+        return np.stack([mean, np.maximum(variance, 0.0), cost])
 
-    def _seen(self, steps: int) -> np.ndarray:
-        """Every usable trial's values ``(N, steps)``, rebuilt only after a new observation."""
-        key = (self.observations.version, steps)
-        if self._seen_key != key:
-            ids = self.observations.usable()
-            self._seen_values = (self.observations.arrays(ids, steps)[1] if ids
-                                 else np.full((0, steps), np.nan))
-            self._seen_key = key
-        return self._seen_values
+    def _improvement(self, predicted: np.ndarray, targets: list[int]) -> np.ndarray:
+        """Cost-aware EI from predictions ``(3, N)`` against the best value seen at each target step."""
+        # scipy.stats loads here, not when the searchers package is imported.
+        from efficient_search.surrogate.acquisition import best_at_budgets, cost_aware_expected_improvement
+
+        steps = self.steps()
+        columns = np.clip(np.asarray(targets, dtype=np.int64), 1, steps) - 1
+        best = best_at_budgets(
+            self.observations.best_per_step(steps, self.ei_mode)[None, :], columns, mode=self.ei_mode
+        )
+        mean, variance, cost = predicted
+        return cost_aware_expected_improvement(mean, variance, best, cost, alpha=self.alpha, mode=self.ei_mode)
 
     def _cost(self, frame: pd.DataFrame, starts: list[int], targets: list[int]) -> np.ndarray:
         base = self.base()
@@ -366,21 +376,21 @@ class QuickTuneModel:
         )
         return np.bincount(np.asarray(rows), weights=seconds, minlength=len(frame))
 
-    def _memoised(self, keys: list[Any], compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
-        """Scores by row key; only rows not scored since the last observation are computed."""
+    def _memoised(self, kind: str, keys: list[Any], compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+        """Predictions ``(3, N)`` by row key; only rows not predicted since the surrogate last changed
+        (for new candidates: since the last observation) are computed. Expected improvement is not
+        kept: it moves with the best value seen, and is cheap to recompute from the predictions."""
         self.refresh()
-        now = (
-            self.observations.version,
-            None if self._cond is None else self._cond["points"],
-            id(self._base),
-        )
-        if self._memo_key != now:
-            self._memo, self._memo_key = {}, now
-        missing = [i for i, k in enumerate(keys) if k not in self._memo]
+        now = (self._surrogate_changes, self.observations.version if kind == "new" else None)
+        table = self._predicted[kind]
+        if self._predicted_at[kind] != now:
+            table.clear()
+            self._predicted_at[kind] = now
+        missing = [i for i, k in enumerate(keys) if k not in table]
         if missing:
-            for i, score in zip(missing, compute(missing), strict=True):
-                self._memo[keys[i]] = float(score)
-        return np.asarray([self._memo[k] for k in keys])
+            for i, column in zip(missing, compute(missing).T, strict=True):
+                table[keys[i]] = (float(column[0]), float(column[1]), float(column[2]))
+        return np.asarray([table[k] for k in keys], dtype=np.float64).reshape(len(keys), 3).T
 
     def score_new(self, configs: list[Mapping[str, Any]], target: int) -> np.ndarray:
         """Acquisition of new configs trained up to step ``target``."""
@@ -390,9 +400,9 @@ class QuickTuneModel:
         keys = [("new", json.dumps(f, sort_keys=True, default=str), target) for f in features]
 
         def compute(rows: list[int]) -> np.ndarray:
-            return self.acquisition([features[i] for i in rows], [target] * len(rows), [0] * len(rows))
+            return self._predict([features[i] for i in rows], [target] * len(rows), [0] * len(rows), None)
 
-        return self._memoised(keys, compute)
+        return self._improvement(self._memoised("new", keys, compute), [target] * len(configs))
 
     def score_continue(self, trial_ids: list[str], targets: list[int]) -> np.ndarray:
         """Acquisition of continuing trials from their last step to ``targets``."""
@@ -404,11 +414,11 @@ class QuickTuneModel:
         def compute(rows: list[int]) -> np.ndarray:
             ids = [trial_ids[i] for i in rows]
             features, curves, _ = self.observations.arrays(ids, self.steps())
-            return self.acquisition(
+            return self._predict(
                 features, [targets[i] for i in rows], [trials[t].last_step for t in ids], curves
             )
 
-        return self._memoised(keys, compute)
+        return self._improvement(self._memoised("old", keys, compute), targets)
 
     # -- plain-data state -------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -453,8 +463,7 @@ class QuickTuneModel:
                 self._base = None  # refitted on the same marks when next needed
             self._fit = None if fit is None else {**fit, "marks": dict(fit["marks"])}
         self._cond, self._cond_due = None, state.get("conditioned")
-        self._memo, self._memo_key = {}, None
-        self._seen_key = None
+        self._surrogate_changes += 1
 
     def save_weights(self, folder: str) -> None:
         """The surrogate (safetensors + JSON) into ``folder/quicktune-surrogate``; nothing if none."""
@@ -488,4 +497,5 @@ class QuickTuneModel:
 
         self._base = DeepKernelSurrogate.load(target)
         self._cond = None
+        self._surrogate_changes += 1
         return True

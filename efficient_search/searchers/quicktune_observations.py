@@ -73,12 +73,18 @@ class TrialCurve:
 
 
 class Observations:
-    """Curves of every trial in the order they were registered; ``version`` counts changes."""
+    """Curves of every trial in the order they were registered; ``version`` counts changes.
+
+    The count of values and the best value per step are kept as values arrive, so reading them costs
+    the same after ten thousand trials as after ten.
+    """
 
     def __init__(self) -> None:
         self.trials: dict[str, TrialCurve] = {}
         self.version = 0
         self.spent_s = 0.0
+        self._points = 0
+        self._best: dict[int, tuple[float, float]] = {}  # step -> (largest, smallest) value seen
 
     def register(self, trial_id: str, features: dict[str, Any]) -> None:
         """Known trials keep their first registration (the searcher's view wins over Tune's config)."""
@@ -110,12 +116,28 @@ class Observations:
         if not math.isfinite(value):
             curve.failed = True
         else:
-            curve.values[step] = float(value)
+            self._add_value(curve, step, float(value))
         if step_cost is not None and math.isfinite(step_cost):
             curve.costs[step] = float(step_cost)
             self.spent_s += float(step_cost)
         self.version += 1
         return float(step_cost or 0.0)
+
+    def _add_value(self, curve: TrialCurve, step: int, value: float) -> None:
+        curve.values[step] = value
+        self._points += 1
+        high, low = self._best.get(step, (value, value))
+        self._best[step] = (max(high, value), min(low, value))
+
+    def best_per_step(self, steps: int, mode: str = "max") -> np.ndarray:
+        """The best value any trial reached at each step ``1..steps`` (``(steps,)``, NaN where none):
+        the largest for ``mode="max"``, the smallest for ``"min"``."""
+        side = 0 if mode == "max" else 1
+        out = np.full(steps, np.nan)
+        for step, pair in self._best.items():
+            if 1 <= step <= steps:
+                out[step - 1] = pair[side]
+        return out
 
     def mark_failed(self, trial_id: str) -> None:
         if trial_id in self.trials and not self.trials[trial_id].failed:
@@ -152,7 +174,8 @@ class Observations:
 
     @property
     def points(self) -> int:
-        return sum(len(c.values) for c in self.trials.values())
+        """Values observed over all trials."""
+        return self._points
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -162,6 +185,12 @@ class Observations:
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
-        self.trials = {str(t): TrialCurve.from_state(c) for t, c in state["trials"]}
+        trials = {str(t): TrialCurve.from_state(c) for t, c in state["trials"]}
+        self.trials, self._points, self._best = {}, 0, {}
+        for trial_id, curve in trials.items():
+            values, curve.values = curve.values, {}
+            for step, value in values.items():
+                self._add_value(curve, step, value)
+            self.trials[trial_id] = curve
         self.version = int(state["version"])
         self.spent_s = float(state["spent_s"])

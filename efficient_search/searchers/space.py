@@ -89,7 +89,7 @@ class SearchSpace:
         return None if template is None else cls(axes, template)
 
     def decode(self, genome: Sequence[Gene]) -> dict[str, Any]:
-        config = copy.deepcopy(self._template)
+        config = _fresh_copy(self._template)
         for axis, gene in zip(self.axes, genome, strict=True):
             _assign(config, axis.path, axis.decode(gene))
         return config
@@ -151,6 +151,21 @@ def _without_domains(value: Any) -> Any:
         return {k: _without_domains(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_without_domains(v) for v in value]
+    return copy.deepcopy(value)
+
+
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _fresh_copy(value: Any) -> Any:
+    """A deep copy; plain dicts, lists and scalars are copied directly (searchers decode thousands of
+    genomes per decision), anything else through ``copy.deepcopy``."""
+    if type(value) is dict:
+        return {k: _fresh_copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_fresh_copy(v) for v in value]
+    if isinstance(value, _ATOMS):
+        return value
     return copy.deepcopy(value)
 
 

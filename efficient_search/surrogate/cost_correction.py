@@ -28,28 +28,39 @@ LOCAL_PRIOR = 0.5
 class CostCorrection:
     """The correction learned from ``residuals`` ``(P,)`` (observed log cost minus predicted) of configs
     ``observed`` ``(P, C)``; calling it with query configs ``(Q, C)`` gives their additive log-cost
-    correction ``(Q,)``. The task-wide part is computed once here, not at every query (a search asks
-    thousands of times between two new observations)."""
+    correction ``(Q,)``.
+
+    Steps of one config share its kernel weight, so they are summed per distinct config here, once:
+    a query then costs (distinct queries x distinct configs), not (queries x steps), which keeps it cheap
+    when a search has seen thousands of steps and asks thousands of times between two observations.
+    """
 
     def __init__(self, observed: np.ndarray, residuals: np.ndarray):
-        self.observed = np.asarray(observed, dtype=np.float64)
+        observed = np.asarray(observed, dtype=np.float64)
         residuals = np.asarray(residuals, dtype=np.float64)
+        width = observed.shape[1] if observed.ndim == 2 else 0
         self.bias = 0.0
-        self.local = residuals
+        self.configs = np.zeros((0, width))
+        self.sums = self.counts = self.norms = np.zeros(0)
         if residuals.size:
+            self.configs, group = np.unique(observed, axis=0, return_inverse=True)
+            group = np.asarray(group).ravel()
+            self.counts = np.bincount(group).astype(np.float64)
+            sums = np.bincount(group, weights=residuals)
             # The bias counts configs, not steps: ten epochs of one config are one piece of evidence.
-            _, group = np.unique(self.observed, axis=0, return_inverse=True)
-            per_config = np.bincount(group, weights=residuals) / np.bincount(group)
-            self.bias = float(per_config.sum() / (per_config.size + BIAS_PRIOR))
-            self.local = residuals - self.bias
+            self.bias = float((sums / self.counts).sum() / (self.counts.size + BIAS_PRIOR))
+            self.sums = sums - self.bias * self.counts  # each config's residuals around the bias
+            self.norms = (self.configs ** 2).sum(axis=1)
 
     def __call__(self, query: np.ndarray) -> np.ndarray:
         query = np.asarray(query, dtype=np.float64)
-        if self.local.size == 0:
+        if self.counts.size == 0:
             return np.zeros(len(query))
-        distance = ((query[:, None, :] - self.observed[None, :, :]) ** 2).sum(axis=2)  # (Q, P)
-        weights = np.exp(-distance / (2 * LENGTH_SCALE ** 2))
-        return self.bias + weights @ self.local / (weights.sum(axis=1) + LOCAL_PRIOR)
+        distinct, back = np.unique(query, axis=0, return_inverse=True)
+        distance = (distinct ** 2).sum(axis=1)[:, None] + self.norms[None, :] - 2.0 * distinct @ self.configs.T
+        weights = np.exp(-np.maximum(distance, 0.0) / (2 * LENGTH_SCALE ** 2))  # (distinct, configs)
+        correction = self.bias + weights @ self.sums / (weights @ self.counts + LOCAL_PRIOR)
+        return correction[np.asarray(back).ravel()]
 
 
 def log_cost_correction(query: np.ndarray, observed: np.ndarray, residuals: np.ndarray) -> np.ndarray:
