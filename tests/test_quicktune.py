@@ -269,8 +269,9 @@ def test_a_new_result_repredicts_only_its_own_trial(quicktune_data: Any, small_s
     until the surrogate changes, so one result costs one new prediction, and the scores still equal a
     fresh computation (expected improvement moves with the best value seen)."""
     table = ReplayTable.from_meta_dataset(quicktune_data, quicktune_data.dataset_names[0])
-    searcher = QuickTuneSearcher(table.space(), metric="accuracy", mode="max", seed=0, surrogate=small_surrogate,
-                                 meta_features=table.meta_features(), featurize=table.hyperparameters)
+    searcher = QuickTuneSearcher(table.space(), metric="accuracy", mode="max", seed=0,
+                                 surrogate=small_surrogate, meta_features=table.meta_features(),
+                                 featurize=table.hyperparameters)
     model = searcher.model
     ids = [f"t{row}" for row in range(40)]
     for row, trial_id in enumerate(ids):

@@ -508,7 +508,12 @@ def test_config_encoder_scales_and_round_trips() -> None:
 
 
 def test_cost_correction_sums_steps_per_config_and_matches_the_kernel_average() -> None:
-    from efficient_search.surrogate.cost_correction import BIAS_PRIOR, LENGTH_SCALE, LOCAL_PRIOR, CostCorrection
+    from efficient_search.surrogate.cost_correction import (
+        BIAS_PRIOR,
+        LENGTH_SCALE,
+        LOCAL_PRIOR,
+        CostCorrection,
+    )
 
     rng = np.random.default_rng(0)
     configs = np.hstack([rng.integers(0, 2, (30, 2)), rng.random((30, 3))]).astype(float)

@@ -360,7 +360,9 @@ class QuickTuneModel:
             self.observations.best_per_step(steps, self.ei_mode)[None, :], columns, mode=self.ei_mode
         )
         mean, variance, cost = predicted
-        return cost_aware_expected_improvement(mean, variance, best, cost, alpha=self.alpha, mode=self.ei_mode)
+        return cost_aware_expected_improvement(
+            mean, variance, best, cost, alpha=self.alpha, mode=self.ei_mode
+        )
 
     def _cost(self, frame: pd.DataFrame, starts: list[int], targets: list[int]) -> np.ndarray:
         base = self.base()
@@ -376,7 +378,9 @@ class QuickTuneModel:
         )
         return np.bincount(np.asarray(rows), weights=seconds, minlength=len(frame))
 
-    def _memoised(self, kind: str, keys: list[Any], compute: Callable[[list[int]], np.ndarray]) -> np.ndarray:
+    def _memoised(
+        self, kind: str, keys: list[Any], compute: Callable[[list[int]], np.ndarray]
+    ) -> np.ndarray:
         """Predictions ``(3, N)`` by row key; only rows not predicted since the surrogate last changed
         (for new candidates: since the last observation) are computed. Expected improvement is not
         kept: it moves with the best value seen, and is cheap to recompute from the predictions."""

@@ -57,7 +57,8 @@ class CostCorrection:
         if self.counts.size == 0:
             return np.zeros(len(query))
         distinct, back = np.unique(query, axis=0, return_inverse=True)
-        distance = (distinct ** 2).sum(axis=1)[:, None] + self.norms[None, :] - 2.0 * distinct @ self.configs.T
+        squares = (distinct ** 2).sum(axis=1)[:, None] + self.norms[None, :]
+        distance = squares - 2.0 * distinct @ self.configs.T
         weights = np.exp(-np.maximum(distance, 0.0) / (2 * LENGTH_SCALE ** 2))  # (distinct, configs)
         correction = self.bias + weights @ self.sums / (weights @ self.counts + LOCAL_PRIOR)
         return correction[np.asarray(back).ravel()]
