@@ -7,7 +7,10 @@ callback, our restorable ASHA and its state callback, our Tune settings) and thr
 with fake CPUs (one logical CPU per trial, as many as trials run at once), alternating which
 goes first. Figures: driver wall time and driver CPU time per trial, the extra that ours costs
 (ms and %), and the store's rows, checked to be exactly one per reported result plus one end
-row per trial.
+row per trial. Two runs' wall times differ by more than the target on a loaded 2-core machine, so
+the run through ``efficient_search.run`` also times every Tune hook of our own callbacks (the store
+callback and the scheduler-state callback) in the driver, wall and CPU: ``hooks_ms_per_trial`` is
+what they add per trial, read against the plain run's driver CPU per trial (``hooks_pct``).
 
 ``tune_overhead`` is imported by ``benchmarks/scale.py``; ``python benchmarks/_scale_tune.py``
 runs it alone (``--quick``: 16 trials x 8 at once; full: 1,000 x 64).
@@ -16,6 +19,8 @@ runs it alone (``--quick``: 16 trials x 8 at once; full: 1,000 x 64).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import os
 import statistics
@@ -23,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +108,43 @@ def _reported(grid: Any) -> tuple[int, int, int]:
     return len(grid), finished, results
 
 
+#: Tune's callback hooks (``ray.tune.Callback``) that can run in the driver for every trial.
+HOOKS = ("setup", "on_step_begin", "on_step_end", "on_trial_start", "on_trial_restore", "on_trial_save",
+         "on_trial_result", "on_trial_complete", "on_trial_recover", "on_trial_error", "on_checkpoint",
+         "on_experiment_end", "get_state", "set_state")
+
+
+@contextlib.contextmanager
+def timed_hooks(classes: Sequence[type]) -> Iterator[dict[str, float]]:
+    """Time every hook of ``classes`` while inside (wall and process CPU seconds, summed over all
+    calls); the class methods are wrapped for the duration and restored after."""
+    spent = {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0.0}
+    saved: list[tuple[type, str, Any]] = []
+
+    def wrap(method: Any) -> Any:
+        @functools.wraps(method)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent["wall_s"] += time.perf_counter() - wall
+                spent["cpu_s"] += time.process_time() - cpu
+                spent["calls"] += 1
+        return timed
+
+    for cls in classes:
+        for hook in HOOKS:
+            if hook in vars(cls):  # only what the class itself defines: inherited no-ops cost nothing
+                saved.append((cls, hook, vars(cls)[hook]))
+                setattr(cls, hook, wrap(vars(cls)[hook]))
+    try:
+        yield spent
+    finally:
+        for cls, hook, method in saved:
+            setattr(cls, hook, method)
+
+
 def run_ours(trials: int, concurrency: int, store_root: str, name: str) -> dict[str, float]:
     """One search through ``efficient_search.run``; its figures and store row counts."""
     import efficient_search as es
@@ -114,14 +156,19 @@ def run_ours(trials: int, concurrency: int, store_root: str, name: str) -> dict[
         "max_concurrent_trials": concurrency, "seed": SEED, "store": store_root, "verbose": 0,
         "resources": {"num_workers": 0, "cpus_per_worker": 1.0},
     }
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = es.run(spec)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    from efficient_search.schedulers.state import SchedulerStateCallback
+    from efficient_search.store.callback import ParquetStoreCallback
+
+    with timed_hooks([ParquetStoreCallback, SchedulerStateCallback]) as hooks:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = es.run(spec)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     n, finished, reported = _reported(result.grid)
     rows = result.results()
     keys = rows[["trial_id", "iteration", "status"]]
     return {
         "wall_s": wall, "driver_cpu_s": cpu, "trials": n, "finished": finished, "results": reported,
+        "hooks_wall_s": hooks["wall_s"], "hooks_cpu_s": hooks["cpu_s"], "hook_calls": hooks["calls"],
         "rows": len(rows), "result_rows": int((rows["status"] == RUNNING).sum()),
         "end_rows": int(rows["status"].isin([TERMINATED, ERROR]).sum()),
         "duplicate_rows": int(keys.duplicated().sum()),
@@ -269,12 +316,25 @@ def summarise(table: pd.DataFrame, trials: int, concurrency: int) -> dict[str, f
         "ours_driver_cpu_ms_per_trial": statistics.median(ours_cpu),
         "plain_driver_cpu_ms_per_trial": statistics.median(plain_cpu),
         "driver_cpu_overhead_pct": 100 * (statistics.median(ours_cpu) / statistics.median(plain_cpu) - 1),
+        **hook_figures(ours, trials, statistics.median(plain_cpu)),
         "results": float(ours["results"].sum()),
         "result_rows": float(ours["result_rows"].sum()),
         "end_rows": float(ours["end_rows"].sum()),
         "rows_match": float(bool((ours["result_rows"] == ours["results"]).all()
                                  and (ours["end_rows"] == ours["trials"]).all())),
     }
+
+
+def hook_figures(ours: pd.DataFrame, trials: int, plain_cpu_ms: float) -> dict[str, float]:
+    """Our callbacks' own time per trial (median over runs), wall and CPU, and the CPU as a share of
+    plain Tune's driver CPU per trial; nothing for runs made before hooks were timed."""
+    if "hooks_wall_s" not in ours or ours["hooks_wall_s"].isna().all():
+        return {}
+    wall = statistics.median(1000 * ours["hooks_wall_s"] / trials)
+    cpu = statistics.median(1000 * ours["hooks_cpu_s"] / trials)
+    return {"hooks_ms_per_trial": wall, "hooks_cpu_ms_per_trial": cpu,
+            "hook_calls_per_trial": statistics.median(ours["hook_calls"] / trials),
+            "hooks_pct": 100 * cpu / plain_cpu_ms if plain_cpu_ms > 0 else math.nan}
 
 
 def main() -> None:

@@ -207,20 +207,25 @@ def render_scale_latency(path: Path) -> str:
 
 def render_scale_tune(path: Path) -> str:
     """One row per full run of the 1,000-trial Tune comparison: wall and driver CPU per trial, ours
-    against plain Ray Tune, and the store's rows against the results Tune saw."""
+    against plain Ray Tune, our callbacks' own time per trial where it was timed, and the store's rows
+    against the results Tune saw."""
     frame = read_csv(path, ["date", "order", "trials", "concurrency", "ours_ms_per_trial",
                             "plain_ms_per_trial", "overhead_pct", "ours_driver_cpu_ms_per_trial",
                             "plain_driver_cpu_ms_per_trial", "driver_cpu_overhead_pct", "results",
                             "result_rows"])
     lines = ["| run | trials x at once | wall ms per trial: ours / plain (extra) | driver CPU ms per trial: "
-             "ours / plain (extra) | store rows / results |", "|---" * 5 + "|"]
+             "ours / plain (extra) | our callbacks' hooks per trial: wall / CPU ms (CPU share of plain's "
+             "driver CPU) | store rows / results |", "|---" * 6 + "|"]
     for row in frame.itertuples(index=False):
         note = f"; {row.note}" if isinstance(getattr(row, "note", None), str) else ""
         wall = f"{row.ours_ms_per_trial:.1f} / {row.plain_ms_per_trial:.1f} ({row.overhead_pct:+.1f} %)"
         cpu = (f"{row.ours_driver_cpu_ms_per_trial:.1f} / {row.plain_driver_cpu_ms_per_trial:.1f} "
                f"({row.driver_cpu_overhead_pct:+.1f} %)")
+        hooks = getattr(row, "hooks_ms_per_trial", float("nan"))
+        timed = (f"{hooks:.2f} / {row.hooks_cpu_ms_per_trial:.2f} ({row.hooks_pct:.1f} %)"
+                 if hooks == hooks else "not timed")
         lines.append(f"| {row.date}, {row.order}{note} | {row.trials:,.0f} x {row.concurrency:.0f} | "
-                     f"{wall} | {cpu} | {row.result_rows:,.0f} / {row.results:,.0f} |")
+                     f"{wall} | {cpu} | {timed} | {row.result_rows:,.0f} / {row.results:,.0f} |")
     return "\n".join(lines)
 
 

@@ -32,6 +32,11 @@ def test_ours_and_plain_tune_finish_every_trial_and_the_store_has_one_row_per_re
                 "ours_driver_cpu_ms_per_trial", "plain_driver_cpu_ms_per_trial"):
         assert math.isfinite(figures[key]), key
     assert figures["ours_ms_per_trial"] > 0 and figures["plain_ms_per_trial"] > 0
+    # Our callbacks' hooks were timed: at least one call per reported result (the store's
+    # on_trial_result), their time is positive and a finite share of plain Tune's driver CPU.
+    assert figures["hook_calls_per_trial"] >= figures["results"] / 8
+    assert figures["hooks_ms_per_trial"] > 0 and figures["hooks_cpu_ms_per_trial"] >= 0
+    assert math.isfinite(figures["hooks_pct"])
 
     runs = ParquetStore(str(tmp_path)).results("bench-scale_tune")
     assert sorted(runs["config.side"]) == ["ours", "plain"]
@@ -39,6 +44,22 @@ def test_ours_and_plain_tune_finish_every_trial_and_the_store_has_one_row_per_re
     ours = runs[runs["config.side"] == "ours"].iloc[0]
     assert ours["metric.result_rows"] == ours["metric.results"] >= 8
     assert ours["metric.duplicate_rows"] == 0 and ours["metric.row_trials"] == 8
+
+
+def test_timed_hooks_counts_only_the_class_own_hooks_and_restores_them() -> None:
+    from ray.tune import Callback
+
+    class Mine(Callback):
+        def on_trial_result(self, **info) -> None:
+            scale_tune.spin(0.001)
+
+    original = Mine.on_trial_result
+    with scale_tune.timed_hooks([Mine]) as spent:
+        for _ in range(3):
+            Mine().on_trial_result(iteration=1)
+        Mine().on_step_end(iteration=1, trials=[])  # inherited from Callback: not timed
+    assert spent["calls"] == 3 and spent["wall_s"] >= 0.003
+    assert Mine.on_trial_result is original and "on_step_end" not in vars(Mine)
 
 
 def test_check_rows_names_a_mismatch() -> None:
