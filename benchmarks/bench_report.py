@@ -229,8 +229,82 @@ def render_scale_tune(path: Path) -> str:
     return "\n".join(lines)
 
 
+def mean_se(values: pd.Series) -> str:
+    """``mean ± standard error`` over the values (seeds)."""
+    error = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{values.mean():.2f} ± {error:.2f}"
+
+
+def render_layer_freezing_quality(path: Path) -> str:
+    """Per network and z: rank agreement with full fidelity, mean ± s.e. over training seeds, and the
+    network's seed-noise ceiling."""
+    frame = read_csv(path, ["task", "layers", "z", "seed", "spearman", "kendall", "top_k_overlap",
+                            "cross_seed_spearman", "ceiling", "ceiling_se"])
+    lines = ["| network (L units) | z / L | Spearman, same seed | Kendall | top-25 % overlap | Spearman "
+             "vs other seeds' full fidelity |", "|---" * 6 + "|"]
+    ceilings = []
+    for (task, layers), rows in frame.groupby(["task", "layers"], sort=False):
+        for z, at in rows.groupby("z"):
+            lines.append(f"| {task} ({layers}) | {z}/{layers} | {mean_se(at['spearman'])} | "
+                         f"{mean_se(at['kendall'])} | {mean_se(at['top_k_overlap'])} | "
+                         f"{at['cross_seed_spearman'].mean():.2f} |")
+        ceilings.append(f"{task} {rows['ceiling'].iloc[0]:.2f} ± {rows['ceiling_se'].iloc[0]:.2f}")
+    seeds = frame["seed"].nunique()
+    lines += ["", f"Mean ± standard error over {seeds} training seeds. Seed-noise ceiling (full fidelity "
+              "under one seed against another, mean ± s.e. over seed pairs): " + "; ".join(ceilings) + "."]
+    return "\n".join(lines)
+
+
+def render_layer_freezing_cost(path: Path) -> str:
+    """Per network and z: step speed-up over full training (median and range over interleaved
+    repeats) and training-memory saving."""
+    frame = read_csv(path, ["task", "layers", "z", "step_s", "step_speedup", "step_speedup_min",
+                            "step_speedup_max", "memory_ratio", "repeats"])
+    lines = ["| network | z / L | step time | step speed-up (range) | training-memory saving |",
+             "|---" * 5 + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append(f"| {row.task} | {row.z}/{row.layers} | {1000 * row.step_s:.1f} ms | "
+                     f"{row.step_speedup:.2f}x ({row.step_speedup_min:.2f}-{row.step_speedup_max:.2f}) | "
+                     f"{row.memory_ratio:.1f}x |")
+    lines += ["", f"Median over {int(frame['repeats'].max())} interleaved repeats (every network and z "
+              "once per repeat), one thread."]
+    return "\n".join(lines)
+
+
+def render_layer_freezing_e2e(path: Path) -> str:
+    """Per scheduler, over seeds: compute, best full-fidelity score, and against ASHA the compute to
+    reach its best and the best reached within its compute."""
+    frame = read_csv(path, ["scheduler", "seed", "trials", "results", "compute_epochs", "compute_seconds",
+                            "best_full", "asha_best", "reach_ratio_vs_asha", "total_ratio_vs_asha",
+                            "best_within_asha_compute"])
+    lines = ["| scheduler | compute, epoch-equivalents (x ASHA's) | measured training s | best full-fidelity "
+             "val_loss | compute to reach ASHA's best, x ASHA's (per seed) | best within ASHA's compute |",
+             "|---" * 6 + "|"]
+
+    def per_seed(values: pd.Series, fmt: str) -> str:
+        return ", ".join("not reached" if math.isinf(v) else "–" if math.isnan(v) else format(v, fmt)
+                         for v in values)
+
+    for name, rows in frame.groupby("scheduler", sort=False):
+        rows = rows.sort_values("seed")
+        lines.append(f"| {name} | {rows['compute_epochs'].median():.1f} "
+                     f"({rows['total_ratio_vs_asha'].median():.2f}x) | "
+                     f"{rows['compute_seconds'].median():.0f} | {rows['best_full'].median():.4f} | "
+                     f"{rows['reach_ratio_vs_asha'].median():.2f}x "
+                     f"({per_seed(rows['reach_ratio_vs_asha'], '.2f')}) | "
+                     f"{per_seed(rows['best_within_asha_compute'], '.4f')} |")
+    lines += ["", f"Medians over seeds {', '.join(str(s) for s in sorted(frame['seed'].unique()))} (a seed "
+              "fixes the configurations and the training seed); an epoch with z of L units trainable "
+              "counts (1 + 2 z / L) / 3 of a full one."]
+    return "\n".join(lines)
+
+
 #: Marker name (``{field}`` matches letters, digits, ``_``, ``.``, ``-``) -> report. Exact names win over
 #: patterns; among patterns the first match wins.
+LAYER_FREEZING = {"layer_freezing_quality": render_layer_freezing_quality,
+                  "layer_freezing_cost": render_layer_freezing_cost,
+                  "layer_freezing_e2e": render_layer_freezing_e2e}
+
 REPORTS: dict[str, Report] = {
     "hpo_suite_{scenario}": Report(source="hpo_suite_{scenario}_summary.csv",
                                    command="python benchmarks/hpo_suite.py --scenario {scenario}",
@@ -242,6 +316,9 @@ REPORTS: dict[str, Report] = {
     "scale_{blackbox}": Report(source="scale_{blackbox}_summary.csv",
                                command="python benchmarks/scale.py --parts scaling --blackboxes {blackbox}",
                                render=render_scale),
+    "layer_freezing_{part}": Report(source="layer_freezing_{part}.csv",
+                                    command="python benchmarks/layer_freezing.py",
+                                    render=lambda path: LAYER_FREEZING[path.stem](path)),
     "quicktune_replay": Report(source="quicktune_replay_summary.csv",
                                command="python benchmarks/quicktune_replay.py --datasets all",
                                render=render_hpo_suite),

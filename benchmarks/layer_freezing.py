@@ -1,25 +1,27 @@
-"""Layer-freezing fidelity benchmark: ranking quality, cost per step, and end-to-end HPO.
+"""Layer-freezing fidelity benchmark: ranking quality over seeds, cost per step, end to end vs ASHA.
 
-(a) fidelity quality: a grid of configurations (training hyperparameters of a fixed network)
-    trained at every number of trainable layers z and at full fidelity, on the digits CNN and the
-    Shakespeare GPT-2; Spearman/Kendall correlation of each z with full fidelity, top-k overlap.
-    Trained in this process with the tasks' own loops (no Ray: hundreds of small runs).
-(b) cost: median time per training step and training memory at each z, relative to z = L.
-(c) end to end, on real local Ray Tune runs of the digits task (trials in the trial process):
-    LayerFreezingScheduler vs Ray's ASHA over epochs vs HyperBand vs FIFO random search, same
-    configurations and seeds; total compute (sum of cost/seconds) and the best full-fidelity
-    score each finds.
+(a) ranking quality (``_freezing_quality``): configurations of the ``frozen_layers`` grid trained
+    at every z of each network's grid under 3 training seeds, on the digits CNN (6 layer units),
+    the Shakespeare GPT-2 (6) and a deeper Shakespeare GPT-2 (12); Spearman/Kendall with full
+    fidelity as mean ± standard error over seeds, against the seed-noise ceiling.
+(b) cost: time per training step (median of interleaved repeats, with their spread) and training
+    memory at each z, relative to z = L, on the same three networks.
+(c) end to end (``_freezing_e2e``), 3 seeds on the deeper GPT-2, real local Ray Tune:
+    ``layer_freezing`` (restart and continue) against Ray's ASHA and HyperBand over epochs, same
+    configurations and budget: compute to reach ASHA's best, best within ASHA's compute.
 
-    python benchmarks/layer_freezing.py            # full figures (~15 min on 2 CPU cores)
-    python benchmarks/layer_freezing.py --quick    # smoke run (< 2 min)
+Training is seeded and single-threaded per run (threads, data order, initialisation): a seed gives
+the same losses and rankings run after run, so two runs print the same RESULT line except for the
+``time_*`` fields, which are timings.
+
+    python benchmarks/layer_freezing.py            # full figures (~60 min on 2 CPU cores)
+    python benchmarks/layer_freezing.py --quick    # smoke run (~3 min)
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
-import tempfile
 import time
 from typing import Any
 
@@ -28,21 +30,24 @@ import pandas as pd
 import torch
 from _common import RESULTS_DIR, print_result, save_figure  # benchmarks/ is on sys.path when run
 from _common import record as record_rows
-from scipy import stats
+from _freezing_e2e import end_to_end
+from _freezing_quality import (
+    TASKS,
+    collect_runs,
+    nearest_z,
+    per_seed_correlations,
+    quality_pool,
+    submit_runs,
+    summarise,
+)
 
 from efficient_search.search_spaces.frozen_layers import FROZEN_LAYERS_GRID, grid_configs
-from efficient_search.tasks import get_task
-from efficient_search.testing.sessions import RecordingSession
 
 NAME = "layer_freezing"
-
-# Fixed architectures: 6 layer units each (stem/embeddings, 4 blocks, head).
-TASKS = {
-    "digits": {"arch": {"depth": 4, "width": 16}, "metric": "val_accuracy", "mode": "max"},
-    "shakespeare": {"arch": {"n_layer": 4, "n_embd": 64, "n_head": 4}, "metric": "val_loss",
-                    "mode": "min"},
-}
-LAYERS = 6
+#: The z of each network's grid (full mode); 5 of 12 units is the deep model's ~40 %.
+ZS = {"digits": [1, 2, 3, 4, 5, 6], "shakespeare": [1, 2, 3, 4, 5, 6],
+      "shakespeare_deep": [1, 2, 3, 4, 5, 6, 8, 10, 12]}
+QUICK_ZS = {"digits": [1, 2, 6], "shakespeare": [1, 2, 6], "shakespeare_deep": [1, 5, 12]}
 
 
 def sample_configs(n: int, seed: int) -> list[dict[str, Any]]:
@@ -51,285 +56,194 @@ def sample_configs(n: int, seed: int) -> list[dict[str, Any]]:
     return [configs[i] for i in rng.choice(len(configs), size=n, replace=False)]
 
 
-def train_once(task_name: str, params: dict[str, Any], options: dict[str, Any],
-               seed: int) -> dict[str, float]:
-    task = get_task(task_name)
-    session = RecordingSession()
-    task.train_loop(params, task.resolve_options(options), session, seed)
-    session.cleanup()
-    return session.reports[-1][0]
-
-
-# -- (a) fidelity quality ----------------------------------------------------------------------
-def fidelity_quality(configs: list[dict[str, Any]], zs: list[int], options: dict[str, dict],
-                     seed: int, log: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = []
-    for task_name, task in TASKS.items():
-        started = time.perf_counter()
-        for i, config in enumerate(configs):
-            for z in zs:
-                params = {**config, **task["arch"], "trainable_layers": z}
-                metrics = train_once(task_name, params, options[task_name], seed)
-                score = metrics[task["metric"]]
-                score = score if math.isfinite(score) else (-1.0 if task["mode"] == "max" else 99.0)
-                rows.append({"task": task_name, "config": i, "z": z, "score": score,
-                             "seconds": metrics["cost/seconds"]})
-                log.append({"task": task_name, "config_index": i, **config,
-                            "trainable_layers": z, "score": score,
-                            "cost/seconds": metrics["cost/seconds"]})
-            print(f"  (a) {task_name}: {i + 1}/{len(configs)} configs at z={zs} "
-                  f"({time.perf_counter() - started:.0f} s)", flush=True)
-    frame = pd.DataFrame(rows)
-    summary = []
-    for task_name, task in TASKS.items():
-        table = frame[frame["task"] == task_name].pivot(index="config", columns="z", values="score")
-        sign = 1.0 if task["mode"] == "max" else -1.0
-        full = sign * table[LAYERS]
-        k = max(1, len(full) // 4)
-        top_full = set(full.nlargest(k).index)
-        for z in zs:
-            low = sign * table[z]
-            summary.append({
-                "task": task_name, "z": z, "fraction": z / LAYERS,
-                "spearman": stats.spearmanr(low, full).statistic,
-                "kendall": stats.kendalltau(low, full).statistic,
-                f"top{k}_overlap": len(top_full & set(low.nlargest(k).index)) / k,
-            })
-    return pd.DataFrame(summary)
-
-
-def seed_ceiling(configs: list[dict[str, Any]], options: dict[str, dict], seed: int,
-                 quality_log: list[dict[str, Any]]) -> dict[str, float]:
-    """Spearman of full fidelity with itself under another seed: the most any z can reach."""
-    ceiling = {}
-    for task_name, task in TASKS.items():
-        first = [r["score"] for r in quality_log
-                 if r["task"] == task_name and r["trainable_layers"] == LAYERS]
-        second = [train_once(task_name, {**c, **task["arch"]}, options[task_name], seed + 1)
-                  [task["metric"]] for c in configs]
-        ceiling[task_name] = float(stats.spearmanr(first, second).statistic)
-        print(f"  (a) {task_name}: full fidelity, seed {seed} vs {seed + 1}: Spearman "
-              f"{ceiling[task_name]:.3f}", flush=True)
-    return ceiling
-
-
 # -- (b) cost per step ---------------------------------------------------------------------------
-def step_cost(zs: list[int], steps: int, seed: int) -> pd.DataFrame:
-    """Median step time and training memory of a larger GPT-2 and the CNN at each z."""
+def cost_models() -> dict[str, tuple[Any, Any]]:
+    """Per network: (build the model, make one training batch), at the shapes part (a) trains."""
     from efficient_search.tasks.digits import DigitsResNet
     from efficient_search.tasks.shakespeare import build_model
+
+    def gpt(task_key: str) -> tuple[Any, Any]:
+        block = TASKS[task_key]["full"]["block_size"]
+        return (lambda: build_model(TASKS[task_key]["arch"], 66, block),
+                lambda: torch.randint(0, 66, (32, block)))
+
+    return {"digits": (lambda: DigitsResNet(**TASKS["digits"]["arch"]), lambda: torch.randn(64, 1, 8, 8)),
+            "shakespeare": gpt("shakespeare"), "shakespeare_deep": gpt("shakespeare_deep")}
+
+
+def time_steps(make_model: Any, make_input: Any, z: int, steps: int) -> tuple[float, int]:
+    """Median seconds of ``steps`` training steps at ``z`` (after two warm-up steps), and the
+    training memory (parameters, gradients, optimiser state, peak saved activations)."""
     from efficient_search.train.freezing import freeze_layers
     from efficient_search.train.memory import ActivationMeter, training_memory_bytes
 
-    torch.manual_seed(seed)
-    models = {
-        "shakespeare": (lambda: build_model({"n_layer": 4, "n_embd": 128, "n_head": 4}, 66, 128),
-                        lambda: torch.randint(0, 66, (16, 128))),
-        "digits": (lambda: DigitsResNet(depth=4, width=32), lambda: torch.randn(64, 1, 8, 8)),
-    }
+    torch.manual_seed(0)
+    model = make_model()
+    optimizer = torch.optim.AdamW(freeze_layers(model, z), lr=1e-3)
+    x = make_input()
+    meter = ActivationMeter(model)
+    times = []
+    for step in range(steps + 2):
+        started = time.perf_counter()
+        with meter.watching():
+            out = model(x)
+            logits = out.logits if hasattr(out, "logits") else out
+            loss = logits.float().pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= 2:  # the first steps allocate optimiser state
+            times.append(time.perf_counter() - started)
+    return statistics.median(times), training_memory_bytes(model, optimizer, meter.peak)
+
+
+def step_cost(zs: dict[str, list[int]], steps: int, repeats: int) -> pd.DataFrame:
+    """Per (task, z, repeat): median step time and memory; repeats interleave every (task, z), so
+    a slow spell of the machine hits all of them alike. Speed-ups are within one repeat."""
     rows = []
-    for task_name, (make_model, make_input) in models.items():
-        for z in zs:
-            model = make_model()
-            optimizer = torch.optim.AdamW(freeze_layers(model, z), lr=1e-3)
-            x = make_input()
-            meter = ActivationMeter(model)
-            times = []
-            for step in range(steps + 2):
-                started = time.perf_counter()
-                with meter.watching():
-                    out = model(x)
-                    logits = out.logits if hasattr(out, "logits") else out
-                    loss = logits.float().pow(2).mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if step >= 2:  # the first steps allocate optimiser state
-                    times.append(time.perf_counter() - started)
-            rows.append({"task": task_name, "z": z, "step_s": statistics.median(times),
-                         "memory_bytes": training_memory_bytes(model, optimizer, meter.peak)})
+    models = cost_models()
+    for repeat in range(repeats):
+        for task_key, (make_model, make_input) in models.items():
+            for z in zs[task_key]:
+                step_s, memory = time_steps(make_model, make_input, z, steps)
+                rows.append({"task": task_key, "layers": TASKS[task_key]["layers"], "z": z,
+                             "repeat": repeat, "step_s": step_s, "memory_bytes": memory})
     frame = pd.DataFrame(rows)
-    for task_name in models:
-        mask = frame["task"] == task_name
-        full = frame[mask & (frame["z"] == LAYERS)].iloc[0]
-        frame.loc[mask, "step_speedup"] = full["step_s"] / frame.loc[mask, "step_s"]
-        frame.loc[mask, "memory_ratio"] = full["memory_bytes"] / frame.loc[mask, "memory_bytes"]
+    full = frame[frame["z"] == frame["layers"]].set_index(["task", "repeat"])
+    keys = list(zip(frame["task"], frame["repeat"], strict=True))
+    frame["step_speedup"] = full.loc[keys, "step_s"].to_numpy() / frame["step_s"]
+    frame["memory_ratio"] = full.loc[keys, "memory_bytes"].to_numpy() / frame["memory_bytes"]
     return frame
 
 
-# -- (c) end to end ------------------------------------------------------------------------------
-def end_to_end(configs: list[dict[str, Any]], epochs: int, store_root: str, seed: int,
-               quick: bool) -> pd.DataFrame:
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler
-
-    import efficient_search as es
-    from efficient_search.schedulers import LayerFreezingScheduler
-
-    space: dict[str, Any] = {"cfg": tune.grid_search(list(range(len(configs)))),
-                             **TASKS["digits"]["arch"]}
-    for key in configs[0]:
-        space[key] = tune.sample_from(lambda config, key=key: configs[config["cfg"]][key])
-    schedulers = {
-        "layer_freezing": lambda: LayerFreezingScheduler(
-            max_trainable_layers=LAYERS, epochs=epochs, reduction_factor=2, promotion="restart"),
-        "layer_freezing_2d": lambda: LayerFreezingScheduler(
-            max_trainable_layers=LAYERS, epochs=epochs, min_epochs=1, reduction_factor=2,
-            promotion="restart"),
-        # Thawing adds one rung's epochs per rung: 4 rungs of epochs / 4 end at `epochs`.
-        "layer_freezing_continue": lambda: LayerFreezingScheduler(
-            max_trainable_layers=LAYERS, epochs=max(1, epochs // 4), reduction_factor=2,
-            promotion="continue"),
-        "asha": lambda: ASHAScheduler(time_attr="fidelity/epoch", max_t=epochs, grace_period=1,
-                                      reduction_factor=2),
-        "hyperband": lambda: HyperBandScheduler(time_attr="fidelity/epoch", max_t=epochs,
-                                                reduction_factor=2),
-        "fifo": FIFOScheduler,
-    }
-    if quick:  # the smoke run keeps one variant of each idea
-        for name in ("layer_freezing_2d", "hyperband"):
-            del schedulers[name]
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    rows = []
-    with tempfile.TemporaryDirectory() as ray_dir:
-        for name, make in schedulers.items():
-            started = time.perf_counter()
-            result = es.run({
-                "name": f"bench-{NAME}-{name}-{int(time.time())}",
-                "task": "digits",
-                "task_options": {"epochs": epochs},
-                "search_space": space,
-                "scheduler": make(),
-                "metric": "val_accuracy",
-                "mode": "max",
-                "num_samples": 1,
-                "max_concurrent_trials": 2,
-                "resources": {"num_workers": 0, "cpus_per_worker": 1},
-                "store": store_root,
-                "storage_path": ray_dir,
-                "seed": seed,
-                "verbose": 0,
-            })
-            frame = result.results()
-            reported = frame[frame["status"] == "RUNNING"].sort_values(["trial_id", "iteration"])
-            compute = sum(spent_seconds(r["cost.seconds"].tolist())
-                          for _, r in reported.groupby("trial_id"))
-            full = reported[(reported["fidelity.trainable_layers"] == LAYERS)
-                            & (reported["fidelity.epoch"] >= epochs)]
-            best = float(full["metric.val_accuracy"].max()) if len(full) else float("nan")
-            rows.append({"scheduler": name, "compute_s": compute, "best_full": best,
-                         "trials": reported["trial_id"].nunique(), "results": len(reported),
-                         "wall_s": time.perf_counter() - started})
-            print(f"  (c) {name}: compute {compute:.1f} s, best full-fidelity accuracy "
-                  f"{best:.4f}, {len(reported)} results", flush=True)
-    return pd.DataFrame(rows)
+def cost_summary(cost: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, z): median step speed-up over repeats with its range, and the memory ratio."""
+    grouped = cost.groupby(["task", "layers", "z"], sort=True)
+    return grouped.agg(step_s=("step_s", "median"), step_speedup=("step_speedup", "median"),
+                       step_speedup_min=("step_speedup", "min"),
+                       step_speedup_max=("step_speedup", "max"),
+                       memory_ratio=("memory_ratio", "median"), repeats=("repeat", "nunique"),
+                       ).reset_index()
 
 
-def spent_seconds(cumulative: list[float]) -> float:
-    """Training seconds of one trial from its cumulative cost/seconds (a drop is a restart)."""
-    total, last = 0.0, 0.0
-    for value in cumulative:
-        total += value - last if value >= last else value
-        last = value
-    return total
+# -- headline ------------------------------------------------------------------------------------
+def headline(summary: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame) -> dict[str, Any]:
+    """The RESULT figures; ``time_*`` fields are timings, every other field is deterministic."""
+    figures: dict[str, Any] = {}
+    for task_key in summary["task"].unique():
+        rows = summary[summary["task"] == task_key]
+        z40 = nearest_z(TASKS[task_key]["layers"], 0.4, rows["z"].tolist())
+        at = rows[rows["z"] == z40].iloc[0]
+        figures[f"spearman_40_{task_key}"] = at["spearman"]
+        figures[f"spearman_40_se_{task_key}"] = at["spearman_se"]
+        figures[f"ceiling_{task_key}"] = at["ceiling"]
+    deep = cost[cost["task"] == "shakespeare_deep"]
+    low = deep[deep["z"] == deep["z"].min()].iloc[0]
+    figures["memory_ratio_min_z_deep"] = low["memory_ratio"]
+    by = e2e.groupby("scheduler")
+    for name in ("layer_freezing_continue", "layer_freezing_restart", "hyperband"):
+        if name in by.groups:
+            short = name.removeprefix("layer_freezing_")
+            figures[f"reach_ratio_{short}"] = float(by.get_group(name)["reach_ratio_vs_asha"].median())
+            figures[f"shortfall_{short}"] = float(by.get_group(name)["shortfall_vs_asha"].median())
+    figures["time_step_speedup_min_z_deep"] = low["step_speedup"]
+    figures["time_step_speedup_range_deep"] = f"{low['step_speedup_min']:.2f}-{low['step_speedup_max']:.2f}"
+    return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (< 2 minutes)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="smoke run (~3 minutes)")
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
+    parser.add_argument("--workers", type=int, default=2, help="processes for part (a)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # steady per-step timings on a shared 2-core machine
-
     if args.quick:
-        n_configs, zs, e2e_configs, e2e_epochs, steps = 5, [1, 2, LAYERS], 3, 2, 4
-        options = {"digits": {"epochs": 1},
-                   "shakespeare": {"epochs": 1, "steps_per_epoch": 8, "max_chars": 60_000,
-                                   "eval_windows": 16}}
+        n_configs, zs, seeds, e2e_configs, e2e_seeds, steps, repeats = 5, QUICK_ZS, [0, 1], 3, [0], 3, 2
     else:
-        n_configs, zs, e2e_configs, e2e_epochs, steps = 24, list(range(1, LAYERS + 1)), 16, 4, 10
-        options = {"digits": {"epochs": 3},
-                   "shakespeare": {"epochs": 2, "steps_per_epoch": 30, "max_chars": 200_000,
-                                   "eval_windows": 32}}
-    print(f"layer-freezing benchmark ({'quick' if args.quick else 'full'}): {n_configs} configs, "
-          f"z in {zs} of L={LAYERS}", flush=True)
-    log: list[dict[str, Any]] = []
-    configs = sample_configs(n_configs, args.seed)
-    quality = fidelity_quality(configs, zs, options, args.seed, log)
-    print(quality.to_string(index=False, float_format="{:.3f}".format), flush=True)
-    # The seed-noise ceiling doubles the full-fidelity runs: full mode only.
-    ceiling = {} if args.quick else seed_ceiling(configs, options, args.seed, log)
-    cost = step_cost(zs, steps, args.seed)
-    print(cost.to_string(index=False, float_format="{:.3g}".format), flush=True)
-    e2e = end_to_end(sample_configs(e2e_configs, args.seed + 1), e2e_epochs, args.store, args.seed,
-                     quick=args.quick)
+        n_configs, zs, seeds, e2e_configs, e2e_seeds, steps, repeats = 16, ZS, [0, 1, 2], 9, [0, 1, 2], 8, 5
+    mode = "quick" if args.quick else "full"
+    print(f"layer-freezing benchmark ({mode}): {n_configs} configs x seeds {seeds}; z grids {zs}",
+          flush=True)
+    started = time.perf_counter()
+    # Part (a) trains in the background while part (c) runs: both are deterministic, and (c) spends
+    # much of its time starting trial processes. Part (b), the timings, runs alone afterwards.
+    with quality_pool(args.workers) as pool:
+        futures = submit_runs(pool, sample_configs(n_configs, 0), zs, seeds, args.quick)
+        print(f"  (a) {len(futures)} runs queued on {args.workers} processes", flush=True)
+        comparisons, arrivals = [], []
+        for seed in e2e_seeds:
+            comparison, arrival = end_to_end(sample_configs(e2e_configs, 100 + seed), seed,
+                                             args.store, args.quick)
+            comparisons.append(comparison)
+            arrivals.append(arrival)
+        runs = collect_runs(futures)
+    e2e, arrival = pd.concat(comparisons, ignore_index=True), pd.concat(arrivals, ignore_index=True)
     print(e2e.to_string(index=False, float_format="{:.4g}".format), flush=True)
-
-    z40 = max(1, round(0.4 * LAYERS))
-    at40 = quality[quality["z"] == z40] if z40 in zs else quality[quality["z"] == zs[1]]
-    low = cost[cost["z"] == min(zs)]
-    asha = e2e.set_index("scheduler").loc["asha"]
-    ours = e2e.set_index("scheduler").loc["layer_freezing"]
-    figures = {
-        "spearman_at_40pct": float(at40["spearman"].min()),
-        "spearman_at_40pct_digits": float(at40.set_index("task").loc["digits", "spearman"]),
-        "spearman_at_40pct_shakespeare": float(
-            at40.set_index("task").loc["shakespeare", "spearman"]),
-        "step_speedup_min_z": float(low["step_speedup"].min()),
-        "memory_ratio_min_z": float(low["memory_ratio"].min()),
-        "compute_ratio_vs_asha": float(ours["compute_s"] / asha["compute_s"]),
-        "best_gap_vs_asha": float(asha["best_full"] - ours["best_full"]),
-    }
-    figures.update({f"seed_ceiling_{task}": value for task, value in ceiling.items()})
-    for variant in ("layer_freezing_2d", "layer_freezing_continue"):
-        if variant not in set(e2e["scheduler"]):
-            continue
-        row = e2e.set_index("scheduler").loc[variant]
-        figures[f"compute_ratio_vs_asha_{variant[15:]}"] = float(row["compute_s"] / asha["compute_s"])
-        figures[f"best_gap_vs_asha_{variant[15:]}"] = float(asha["best_full"] - row["best_full"])
-    record(args.store, log, quality, cost, e2e, figures, quick=args.quick)
-    plot(quality, cost, e2e, quick=args.quick)
-    print_result("layer_freezing", figures, args.quick)
+    per_seed = per_seed_correlations(runs)
+    summary = summarise(per_seed, runs)
+    print(summary.to_string(index=False, float_format="{:.3f}".format), flush=True)
+    cost = cost_summary(step_cost(zs, steps, repeats))
+    print(cost.to_string(index=False, float_format="{:.3g}".format), flush=True)
+    figures = headline(summary, cost, e2e)
+    figures["time_minutes"] = (time.perf_counter() - started) / 60
+    if not args.quick:
+        write_summaries(per_seed, summary, cost, e2e)
+    record_rows(args.store, NAME, [("quality-run", runs), ("quality-seed", per_seed),
+                                   ("quality", summary), ("cost", cost), ("end-to-end", e2e),
+                                   ("arrivals", arrival), ("headline", pd.DataFrame([figures]))],
+                args.quick, searcher="grid")
+    plot(summary, cost, arrival, quick=args.quick)
+    print_result(NAME, figures, args.quick)
 
 
-def record(store_root: str, log: list[dict[str, Any]], quality: pd.DataFrame, cost: pd.DataFrame,
-           e2e: pd.DataFrame, figures: dict[str, float], quick: bool) -> None:
-    """Every measured row to the store, experiment ``bench-layer_freezing``."""
-    tables = [("quality-run", pd.DataFrame(log)), ("quality", quality), ("cost", cost),
-              ("end-to-end", e2e), ("headline", pd.DataFrame([figures]))]
-    record_rows(store_root, NAME, tables, quick, searcher="grid")
+def write_summaries(per_seed: pd.DataFrame, summary: pd.DataFrame, cost: pd.DataFrame,
+                    e2e: pd.DataFrame) -> None:
+    """The committed summaries README's tables are made from (full mode only)."""
+    ceilings = summary.groupby("task")[["ceiling", "ceiling_se"]].first()
+    per_seed = per_seed.join(ceilings, on="task")
+    for part, frame in (("quality", per_seed), ("cost", cost), ("e2e", e2e)):
+        path = RESULTS_DIR / f"{NAME}_{part}.csv"
+        frame.to_csv(path, index=False, float_format="%.6g")
+        print(f"wrote {path}")
 
 
-def plot(quality: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame, quick: bool) -> None:
+def plot(summary: pd.DataFrame, cost: pd.DataFrame, arrival: pd.DataFrame, quick: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for task_name, rows in quality.groupby("task"):
-        axes[0].plot(rows["fraction"], rows["spearman"], marker="o", label=f"{task_name} Spearman")
-        axes[0].plot(rows["fraction"], rows["kendall"], marker="x", linestyle="--",
-                     label=f"{task_name} Kendall")
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    for task_key, rows in summary.groupby("task"):
+        line = axes[0].errorbar(rows["fraction"], rows["spearman"], yerr=rows["spearman_se"],
+                                marker="o", capsize=3, label=f"{task_key} (L={rows['layers'].iloc[0]})")
+        axes[0].axhline(rows["ceiling"].iloc[0], color=line[0].get_color(), linestyle=":",
+                        linewidth=1)
     axes[0].axhline(0.9, color="grey", linewidth=0.8)
-    axes[0].set(xlabel="trainable fraction z / L", ylabel="rank correlation with z = L",
-                title="(a) ranking quality", ylim=(-0.2, 1.05))
+    axes[0].set(xlabel="trainable fraction z / L", ylabel="Spearman with z = L (same seed)",
+                title="(a) ranking quality, mean ± s.e. over seeds; dotted: seed ceiling",
+                ylim=(-0.2, 1.05))
     axes[0].legend(fontsize=7)
-    for task_name, rows in cost.groupby("task"):
-        axes[1].plot(rows["z"], rows["step_speedup"], marker="o", label=f"{task_name} step speed-up")
-        axes[1].plot(rows["z"], rows["memory_ratio"], marker="s", linestyle="--",
-                     label=f"{task_name} memory saving")
-    axes[1].set(xlabel="trainable layers z", ylabel="x vs full training", yscale="log",
-                title="(b) cost relative to z = L")
+    for task_key, rows in cost.groupby("task"):
+        fraction = rows["z"] / rows["layers"]
+        axes[1].errorbar(fraction, rows["step_speedup"],
+                         yerr=[rows["step_speedup"] - rows["step_speedup_min"],
+                               rows["step_speedup_max"] - rows["step_speedup"]],
+                         marker="o", capsize=3, label=f"{task_key} step speed-up")
+        axes[1].plot(fraction, rows["memory_ratio"], marker="s", linestyle="--",
+                     label=f"{task_key} memory saving")
+    axes[1].set(xlabel="trainable fraction z / L", ylabel="x vs full training", yscale="log",
+                title="(b) cost relative to z = L (median, range over repeats)")
     axes[1].legend(fontsize=7)
-    axes[2].scatter(e2e["compute_s"], e2e["best_full"])
-    for _, row in e2e.iterrows():
-        axes[2].annotate(row["scheduler"], (row["compute_s"], row["best_full"]), fontsize=8)
-    axes[2].set(xlabel="total training compute (s)", ylabel="best full-fidelity accuracy",
-                title="(c) end to end on digits")
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = dict(zip(sorted(arrival["scheduler"].unique()), palette, strict=False))
+    for (name, seed), rows in arrival.groupby(["scheduler", "seed"]):
+        axes[2].step(rows["compute_epochs"], rows["best_full"], where="post", color=colours[name],
+                     alpha=0.8, label=name if seed == arrival["seed"].min() else None)
+    axes[2].set(xlabel="compute (full-epoch equivalents)", ylabel="best full-fidelity val_loss",
+                title="(c) deep GPT-2 end to end, one line per seed")
+    axes[2].legend(fontsize=7)
     save_figure(fig, NAME, quick)
 
 
