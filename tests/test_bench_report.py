@@ -183,3 +183,26 @@ def test_paired_comparison_from_the_per_run_file(tree: tuple[Path, Path]) -> Non
     assert ("the ablation (quicktune_no_meta+freeze_thaw), paired over 4 (instance, seed) cells: "
             "10 %: 0.0000") in text
     assert "wins 0.50" in text
+
+
+def test_layer_freezing_regions_from_per_seed_and_per_scheduler_files(tmp_path: Path) -> None:
+    results = tmp_path / "benchmarks" / "results"
+    results.mkdir(parents=True)
+    pd.DataFrame([{"task": "deep", "layers": 12, "z": z, "seed": s, "spearman": v, "kendall": v,
+                   "top_k_overlap": 1.0, "cross_seed_spearman": v - 0.1, "ceiling": 0.95, "ceiling_se": 0.01}
+                  for z, values in ((5, (0.8, 0.9, 1.0)), (12, (1.0, 1.0, 1.0)))
+                  for s, v in enumerate(values)]).to_csv(results / "layer_freezing_quality.csv", index=False)
+    pd.DataFrame([{"scheduler": name, "seed": s, "trials": 9, "results": 20, "compute_epochs": 10.0,
+                   "compute_seconds": 30.0, "best_full": 3.2, "asha_best": 3.2, "reach_ratio_vs_asha": r,
+                   "total_ratio_vs_asha": 1.0, "best_within_asha_compute": 3.2}
+                  for name, ratios in (("asha", (1.0, 1.0, 1.0)), ("ours", (0.4, float("inf"), 0.5)))
+                  for s, r in enumerate(ratios)]).to_csv(results / "layer_freezing_e2e.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench-report:layer_freezing_quality -->\n<!-- /bench-report -->\n"
+                      "<!-- bench-report:layer_freezing_e2e -->\n<!-- /bench-report -->\n", encoding="utf-8")
+    assert run(readme, results) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert "| deep (12) | 5/12 | 0.90 ± 0.06 |" in text  # mean and standard error over 3 seeds
+    assert "ceiling (full fidelity under one seed against another" in text and "deep 0.95 ± 0.01" in text
+    assert ("| ours | 10.0 (1.00x) | 3.2000 | 0.50x (0.40, not reached, 0.50) | 3.2000, 3.2000, 3.2000 |"
+            in text)
