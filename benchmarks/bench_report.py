@@ -283,13 +283,13 @@ def render_layer_freezing_e2e(path: Path) -> str:
 
     def per_seed(values: pd.Series, fmt: str) -> str:
         return ", ".join("not reached" if math.isinf(v) else "–" if math.isnan(v) else format(v, fmt)
-                         for v in values)
+                         + ("x" if fmt == ".2f" else "") for v in values)
 
     for name, rows in frame.groupby("scheduler", sort=False):
         rows = rows.sort_values("seed")
         lines.append(f"| {name} | {rows['compute_epochs'].median():.1f} "
                      f"({rows['total_ratio_vs_asha'].median():.2f}x) | {rows['best_full'].median():.4f} | "
-                     f"{rows['reach_ratio_vs_asha'].median():.2f}x "
+                     f"{per_seed(pd.Series([rows['reach_ratio_vs_asha'].median()]), '.2f')} "
                      f"({per_seed(rows['reach_ratio_vs_asha'], '.2f')}) | "
                      f"{per_seed(rows['best_within_asha_compute'], '.4f')} |")
     lines += ["", f"Medians over seeds {', '.join(str(s) for s in sorted(frame['seed'].unique()))} (a seed "

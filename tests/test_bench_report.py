@@ -204,5 +204,5 @@ def test_layer_freezing_regions_from_per_seed_and_per_scheduler_files(tmp_path: 
     text = readme.read_text(encoding="utf-8")
     assert "| deep (12) | 5/12 | 0.90 ± 0.06 |" in text  # mean and standard error over 3 seeds
     assert "ceiling (full fidelity under one seed against another" in text and "deep 0.95 ± 0.01" in text
-    assert ("| ours | 10.0 (1.00x) | 3.2000 | 0.50x (0.40, not reached, 0.50) | 3.2000, 3.2000, 3.2000 |"
+    assert ("| ours | 10.0 (1.00x) | 3.2000 | 0.50x (0.40x, not reached, 0.50x) | 3.2000, 3.2000, 3.2000 |"
             in text)
