@@ -14,8 +14,8 @@ Training is seeded and single-threaded per run (threads, data order, initialisat
 the same losses and rankings run after run, so two runs print the same RESULT line except for the
 ``time_*`` fields, which are timings.
 
-    python benchmarks/layer_freezing.py            # full figures (~60 min on 2 CPU cores)
-    python benchmarks/layer_freezing.py --quick    # smoke run (~3 min)
+    python benchmarks/layer_freezing.py            # full figures (76 min on 2 CPU cores)
+    python benchmarks/layer_freezing.py --quick    # smoke run (~5 min)
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def headline(summary: pd.DataFrame, cost: pd.DataFrame, e2e: pd.DataFrame) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (~3 minutes)")
+    parser.add_argument("--quick", action="store_true", help="smoke run (~5 minutes)")
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
     parser.add_argument("--workers", type=int, default=2, help="processes for part (a)")
     args = parser.parse_args()
