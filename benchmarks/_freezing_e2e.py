@@ -30,6 +30,8 @@ from ray.tune import Callback
 RUNG_EPOCHS = 1
 #: Successive halving's reduction factor, for every scheduler; with L = 12 the rungs are z = 1, 3, 9, 12.
 ETA = 3
+#: The network the schedulers search on.
+TASK = TASKS["shakespeare_deep"]
 
 
 def epoch_cost(z: int, layers: int) -> float:
@@ -50,9 +52,6 @@ class ArrivalLog(Callback):
                           "z": int(result["fidelity/trainable_layers"]),
                           "seconds": float(result["cost/seconds"]),
                           "score": float(result[TASK["metric"]])})
-
-
-TASK = TASKS["shakespeare_deep"]
 
 
 def schedulers(layers: int, rungs: int) -> dict[str, Any]:

@@ -28,6 +28,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+#: Task options of both GPT-2s, full and quick mode.
+GPT_OPTIONS: dict[str, dict[str, int]] = {
+    "full": {"epochs": 2, "steps_per_epoch": 30, "block_size": 32, "max_chars": 200_000,
+             "eval_windows": 64},
+    "quick": {"epochs": 1, "steps_per_epoch": 8, "block_size": 32, "max_chars": 60_000,
+              "eval_windows": 16},
+}
+
 #: The ranked networks: the task, the fixed architecture, the ranked metric, and the task options
 #: of full and quick mode. ``layers`` is the model's number of layer units (checked at run time).
 TASKS: dict[str, dict[str, Any]] = {
@@ -39,19 +47,13 @@ TASKS: dict[str, dict[str, Any]] = {
     "shakespeare": {
         "task": "shakespeare", "arch": {"n_layer": 4, "n_embd": 64, "n_head": 4}, "layers": 6,
         "metric": "val_loss", "mode": "min",
-        "full": {"epochs": 2, "steps_per_epoch": 30, "block_size": 32, "max_chars": 200_000,
-                 "eval_windows": 64},
-        "quick": {"epochs": 1, "steps_per_epoch": 8, "block_size": 32, "max_chars": 60_000,
-                  "eval_windows": 16},
+        **GPT_OPTIONS,
     },
     # The deeper transformer: embeddings, 10 blocks, final norm + head = 12 layer units.
     "shakespeare_deep": {
         "task": "shakespeare", "arch": {"n_layer": 10, "n_embd": 48, "n_head": 4}, "layers": 12,
         "metric": "val_loss", "mode": "min",
-        "full": {"epochs": 2, "steps_per_epoch": 30, "block_size": 32, "max_chars": 200_000,
-                 "eval_windows": 64},
-        "quick": {"epochs": 1, "steps_per_epoch": 8, "block_size": 32, "max_chars": 60_000,
-                  "eval_windows": 16},
+        **GPT_OPTIONS,
     },
 }
 
@@ -77,7 +79,7 @@ def train_job(task_key: str, config_index: int, config: dict[str, Any], z: int, 
         score = -1.0 if spec["mode"] == "max" else 99.0
     return {"task": task_key, "config": config_index, "z": z, "seed": seed, "score": score,
             "train_loss": float(metrics["train_loss"]), "seconds": float(metrics["cost/seconds"]),
-            **{k: v for k, v in config.items()}}
+            **config}
 
 
 def quality_pool(workers: int) -> ProcessPoolExecutor:
