@@ -32,10 +32,11 @@ number of budget steps.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import random
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -61,10 +62,13 @@ Pair = tuple[Searcher, TrialScheduler]
 @dataclass(frozen=True)
 class Prior:
     """What ours may know before the search by design: the meta-trained surrogate (never trained on the
-    instance being tuned) and the instance's meta-features, if the blackbox has any."""
+    instance being tuned) and the instance's meta-features, if the blackbox has any; and the options
+    a run gives both Quick-Tune pairs (``--searcher-options``, ``--scheduler-options``)."""
 
     surrogate: Any = None
     meta_features: dict[str, float] | None = None
+    searcher_options: Mapping[str, Any] = field(default_factory=dict)
+    scheduler_options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,10 @@ def _objective(source: BlackboxReplay) -> dict[str, Any]:
 
 def _quicktune(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
     searcher = QuickTuneSearcher(source.space(), **_objective(source), seed=seed, surrogate=prior.surrogate,
-                                 meta_features=prior.meta_features, time_attr=TIME_ATTR)
-    return searcher, FreezeThawScheduler(searcher=searcher, max_t=source.max_steps, time_attr=TIME_ATTR)
+                                 meta_features=prior.meta_features, time_attr=TIME_ATTR,
+                                 **prior.searcher_options)
+    return searcher, FreezeThawScheduler(searcher=searcher, max_t=source.max_steps, time_attr=TIME_ATTR,
+                                         **prior.scheduler_options)
 
 
 def quicktune(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
@@ -114,7 +120,8 @@ def quicktune(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
 
 
 def quicktune_no_meta(source: BlackboxReplay, seed: int, prior: Prior) -> Pair:
-    return _quicktune(source, seed, Prior())  # nothing from other instances
+    return _quicktune(source, seed, Prior(searcher_options=prior.searcher_options,
+                                          scheduler_options=prior.scheduler_options))  # no meta-data
 
 
 def _ray_asha(source: BlackboxReplay) -> TrialScheduler:
@@ -227,6 +234,21 @@ def pick_methods(text: str, steps: int) -> list[Method]:
         raise ValueError(f"`--methods` must name {OURS!r} and at least one peer among the available methods "
                          f"{list(available)}, but got {wanted}. Fix: leave --methods out for all.")
     return [available[m] for m in wanted]
+
+
+def parse_options(text: str, flag: str) -> dict[str, Any]:
+    """A JSON object of keyword arguments given on the command line, e.g. ``{"alpha": 1.0}``."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`{flag}` must be a JSON object, but got {text!r} ({error}). Fix: e.g. "
+                         f"{flag} '{{\"alpha\": 1.0}}'.") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"`{flag}` must be a JSON object of keyword arguments, but got {text!r}. Fix: e.g. "
+                         f"{flag} '{{\"alpha\": 1.0}}'.")
+    return value
 
 
 def missing_peers() -> list[str]:

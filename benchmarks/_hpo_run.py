@@ -17,13 +17,21 @@ import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import _common  # benchmarks/ is on sys.path when run
 import numpy as np
 import pandas as pd
+from _hpo_diagnosis import (
+    allocation,
+    allocation_plot,
+    allocation_table,
+    calibration,
+    calibration_table,
+    step_medians,
+)
 from _hpo_methods import OURS, Method, Prior
 from _hpo_metrics import (
     CURVE,
@@ -67,6 +75,11 @@ class Suite:
     meta_features: Callable[[str], dict[str, float] | None] = lambda instance: None
     #: File name stem of the plot and summaries (default ``<name>_<label>``).
     stem: str = ""
+    #: A smoke run: its plots get a ``-quick`` suffix.
+    quick: bool = False
+    #: Keyword arguments for both Quick-Tune pairs' searcher and scheduler (a variant of ours).
+    searcher_options: dict[str, Any] = field(default_factory=dict)
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def file_stem(self) -> str:
@@ -88,9 +101,15 @@ def meta_train(data: MetaDataset, instance: str, settings: SurrogateSettings,
     return surrogate, time.perf_counter() - started
 
 
+#: Methods whose budget allocation is plotted (first instance, first seed), where they run.
+ALLOCATION_PLOT = (OURS, "random+asha", "synetune_asha", "random+sh")
+
+
 def simulate(method: Method, source: BlackboxReplay, ref: ReferenceValues, seed: int, budget: float,
-             prior: Prior) -> tuple[dict[str, Any], np.ndarray]:
-    """One search: its row of figures and its regret curve."""
+             prior: Prior, medians: np.ndarray | None = None,
+             logs: dict[str, Any] | None = None) -> tuple[dict[str, Any], np.ndarray]:
+    """One search: its row of figures (with where its budget went, see ``_hpo_diagnosis``, when the
+    instance's per-step ``medians`` are given) and its regret curve; the outcome is kept in ``logs``."""
     started = time.perf_counter()
     outcome = method.replay(source, seed, prior, budget)
     wall = time.perf_counter() - started
@@ -98,6 +117,10 @@ def simulate(method: Method, source: BlackboxReplay, ref: ReferenceValues, seed:
            "steps": float(outcome.epochs), "overhead_s": outcome.overhead_s,
            "overhead_share": outcome.overhead_s / budget, "wall_s": wall}
     row.update({key(f): outcome.regret_at(f * budget, best=ref.best, worst=ref.worst) for f in FRACTIONS})
+    if medians is not None:
+        row.update(allocation(outcome, medians, source.mode))
+    if logs is not None:
+        logs[method.name] = outcome
     curve = np.asarray([outcome.regret_at(f * budget, best=ref.best, worst=ref.worst) for f in CURVE])
     return row, curve
 
@@ -110,22 +133,39 @@ def instance_runs(suite: Suite, instance: str) -> tuple[list[dict[str, Any]], di
     ref = suite.reference(source)
     budget = suite.budget_runs * ref.full_run_s
     surrogate, meta_s = meta_train(suite.meta_data, instance, suite.settings, seed=suite.seeds[0])
-    prior = Prior(surrogate, suite.meta_features(instance))
+    prior = Prior(surrogate, suite.meta_features(instance), suite.searcher_options, suite.scheduler_options)
+    held_out = suite.meta_data.select([instance])
+    medians = step_medians(held_out.curves)
+    checked = calibration(surrogate, held_out, prior.meta_features)
     print(f"{instance}: {source.max_steps} steps ({'continues' if source.continuable else 'restarts'}), "
           f"best/worst {ref.best:.4g}/{ref.worst:.4g} (of {ref.samples} configs), full run "
           f"{ref.full_run_s:.0f} s, budget {budget:.0f} simulated s; meta-trained on "
           f"{len(suite.meta_data.dataset_names) - 1} other instances in {meta_s:.1f} s", flush=True)
+    def shown(name: str) -> str:
+        return "/".join(f"{checked.get(f'{name}_{k}', np.nan):.2f}" for k in (0, 1, 3))
+
+    print(f"  {instance} surrogate, conditioned on 0/1/3 steps of every run: NLL at the last step "
+          f"{shown('nll_last')}, 95 % coverage {shown('cover95_last')}, Spearman {shown('spearman_last')}",
+          flush=True)
+    plotted = instance == suite.instances[0]
     for seed in suite.seeds:
+        logs: dict[str, Any] | None = {} if plotted and seed == suite.seeds[0] else None
         for method in suite.methods:
-            row, curve = simulate(method, source, ref, seed, budget, prior)
+            row, curve = simulate(method, source, ref, seed, budget, prior, medians,
+                                  logs if method.name in ALLOCATION_PLOT else None)
             row.update({"scenario": suite.label, "instance": instance, "seed": float(seed),
                         "budget_s": budget, "meta_train_s": meta_s if method.name == OURS else 0.0})
+            if method.name == OURS:
+                row.update(checked)
             rows.append(row)
             curves[method.name].append(curve)
             print(f"  {instance} seed {seed} {method.name:30s} regret@10/25/50/100% "
                   + " ".join(f"{row[k]:7.4f}" for k in KEYS)
-                  + f"  trials {row['trials']:4.0f} steps {row['steps']:5.0f} overhead "
-                  f"{row['overhead_s']:5.1f} s ({100 * row['overhead_share']:.2f}%)", flush=True)
+                  + f"  trials {row['trials']:4.0f} resumes {row['resumes']:4.0f} steps {row['steps']:5.0f} "
+                  f"overhead {row['overhead_s']:5.1f} s ({100 * row['overhead_share']:.2f}%)", flush=True)
+        if logs:
+            title = f"{suite.label}: budget allocation on {instance}, seed {seed}"
+            _common.save_figure(allocation_plot(logs, title), f"{suite.file_stem}_allocation", suite.quick)
     return rows, curves
 
 
@@ -219,6 +259,19 @@ def report(frame: pd.DataFrame, curves: dict[str, list[np.ndarray]], suite: Suit
               + f"   {100 * row['overhead_share']:6.2f}%")
     print("(mean ± standard error over instances x seeds; rank 1 = lowest regret; overhead = searcher + "
           "scheduler wall time / simulated budget)")
+    spent = allocation_table(frame)
+    print(f"\n{'where the budget went':30s} {'started':>8s} {'resumes':>8s} {'epochs/trial':>13s} "
+          f"{'max epochs':>10s} {'continued':>9s} {'continued, ended < median':>26s}")
+    for method, row in spent.iterrows():
+        print(f"{method:30s} {row['started']:8.1f} {row['resumes']:8.1f} {row['epochs_per_trial']:13.1f} "
+              f"{row['max_epochs_trial']:10.1f} {row['continued']:9.1f} "
+              f"{row['continued_below_median']:26.2f}")
+    print("(means over instances x seeds; epochs/trial is the median per search; 'ended < median': share of "
+          "trials run past their first step whose last value is below the instance's median at that step)")
+    checks = calibration_table(frame, OURS)
+    print(f"\n{OURS} surrogate on the held-out instance, conditioned on the first k steps of every run "
+          "(mean over instances):")
+    print(checks[[c for c in checks.columns if not c.endswith("_se")]].round(3).to_string())
     peers = [m.name for m in suite.methods if not m.ours]
     best = best_peer(summary, peers)
     ours = frame[frame["method"] == OURS]
@@ -242,6 +295,10 @@ def report(frame: pd.DataFrame, curves: dict[str, list[np.ndarray]], suite: Suit
     _common.save_figure(cd_plot(frame, "regret_50", OURS, title), f"{suite.file_stem}_cd", args.quick)
     if not args.quick:
         write_summaries(frame, summary, suite.file_stem)
+        for part, table_ in (("allocation", spent), ("calibration", checks)):
+            path = _common.RESULTS_DIR / f"{suite.file_stem}_{part}.csv"
+            table_.to_csv(path, float_format="%.4g")
+            print(f"wrote {path}")
     _common.print_result(suite.name, figures, args.quick)
     return figures
 

@@ -82,6 +82,8 @@ HPO_PERCENTS = (10, 25, 50, 100)
 #: The method the paired comparison is about (efficient_search's Quick-Tune pair) and its ablation.
 HEADLINE = "quicktune+freeze_thaw"
 ABLATION = "quicktune_no_meta+freeze_thaw"
+#: The successive-halving peer every Quick-Tune result is also paired with.
+ASHA = "random+asha"
 
 
 def render_hpo_suite(path: Path) -> str:
@@ -132,8 +134,10 @@ def paired_lines(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
     peer = summary[summary["method"].isin(peers)].sort_values("regret_50_mean")["method"].iloc[0]
     cell = ["instance", "seed"]
     out = []
-    for other, label in ((peer, f"the best peer at 50 % ({peer})"), (ABLATION, f"the ablation ({ABLATION})")):
-        if other not in methods:
+    pairs = [(peer, f"the best peer at 50 % ({peer})"), (ASHA, f"Ray's ASHA ({ASHA})"),
+             (ABLATION, f"the ablation ({ABLATION})")]
+    for other, label in pairs:
+        if other not in methods or (other == ASHA and peer == ASHA):
             continue
         mine = runs[runs["method"] == HEADLINE].set_index(cell)
         theirs = runs[runs["method"] == other].set_index(cell).loc[mine.index]
@@ -299,6 +303,62 @@ def render_layer_freezing_e2e(path: Path) -> str:
     return "\n".join(lines)
 
 
+def render_allocation(path: Path) -> str:
+    """Where each method's budget went (``_hpo_diagnosis.allocation_table``), ours first."""
+    frame = read_csv(path, ["method", "started", "resumes", "epochs_per_trial", "max_epochs_trial",
+                            "continued", "continued_below_median"])
+    lines = ["| method | trials started | resumes | epochs per trial (median) | most epochs of a trial | "
+             "trials continued | continued, ended below the median |", "|---" * 7 + "|"]
+    for row in frame.itertuples(index=False):
+        lines.append(f"| {row.method} | {row.started:.1f} | {row.resumes:.1f} | {row.epochs_per_trial:.1f} | "
+                     f"{row.max_epochs_trial:.1f} | {row.continued:.1f} | {row.continued_below_median:.2f} |")
+    lines += ["", "Means over instances x seeds. A trial is continued when it runs past its first step; "
+              "'ended below the median': its last value is below the median of the instance's recorded "
+              "runs at that step."]
+    return "\n".join(lines)
+
+
+def render_calibration(path: Path) -> str:
+    """The surrogate's checks on the held-out instance (``_hpo_diagnosis.calibration_table``)."""
+    names = ["nll_next", "cover68_next", "cover95_next", "nll_last", "cover68_last", "cover95_last",
+             "spearman_last"]
+    frame = read_csv(path, ["observed_steps", *names])
+    lines = ["| steps of every run observed | NLL next step | 68 % / 95 % coverage, next step | NLL last "
+             "step | 68 % / 95 % coverage, last step | Spearman, last step |", "|---" * 6 + "|"]
+
+    def cell(row: dict[str, float], name: str) -> str:
+        se = row.get(f"{name}_se", math.nan)
+        return f"{row[name]:.2f}" + ("" if math.isnan(se) else f" ± {se:.2f}")
+
+    for row in frame.to_dict("records"):
+        lines.append(f"| {int(row['observed_steps'])} | {cell(row, 'nll_next')} | "
+                     f"{row['cover68_next']:.2f} / {row['cover95_next']:.2f} | {cell(row, 'nll_last')} | "
+                     f"{row['cover68_last']:.2f} / {row['cover95_last']:.2f} | "
+                     f"{cell(row, 'spearman_last')} |")
+    lines += ["", "The meta-trained surrogate on each held-out instance, conditioned on the first k steps of "
+              "every recorded run; mean (± s.e.) over instances. NLL per point in standardised units; a "
+              "calibrated model covers 0.68 / 0.95."]
+    return "\n".join(lines)
+
+
+#: Replay regimes with committed summaries: marker suffix -> the arguments that make them.
+REPLAY_REGIMES = {"quicktune-mtlbm-extended-short": "--datasets all --regime short",
+                  "lcbench-short": "--meta-dataset lcbench --datasets all --regime short"}
+DIAGNOSIS = {"allocation": render_allocation, "calibration": render_calibration}
+
+
+def replay_reports() -> dict[str, Report]:
+    """The Quick-Tune replay's summaries and diagnosis, for every regime (and the default one)."""
+    out: dict[str, Report] = {}
+    for stem, arguments in [("quicktune_replay", "--datasets all"),
+                            *((f"quicktune_replay_{r}", a) for r, a in REPLAY_REGIMES.items())]:
+        command = f"python benchmarks/quicktune_replay.py {arguments}"
+        out[stem] = Report(source=f"{stem}_summary.csv", command=command, render=render_hpo_suite)
+        for part, render in DIAGNOSIS.items():
+            out[f"{stem}_{part}"] = Report(source=f"{stem}_{part}.csv", command=command, render=render)
+    return out
+
+
 #: Marker name (``{field}`` matches letters, digits, ``_``, ``.``, ``-``) -> report. Exact names win over
 #: patterns; among patterns the first match wins.
 LAYER_FREEZING = {"layer_freezing_quality": render_layer_freezing_quality,
@@ -306,6 +366,10 @@ LAYER_FREEZING = {"layer_freezing_quality": render_layer_freezing_quality,
                   "layer_freezing_e2e": render_layer_freezing_e2e}
 
 REPORTS: dict[str, Report] = {
+    **replay_reports(),
+    "hpo_suite_lcbench-h10": Report(source="hpo_suite_lcbench-h10_summary.csv",
+                                    command="python benchmarks/hpo_suite.py --horizon 10 --meta-configs 50 "
+                                            "--seeds 3", render=render_hpo_suite),
     "hpo_suite_{scenario}": Report(source="hpo_suite_{scenario}_summary.csv",
                                    command="python benchmarks/hpo_suite.py --scenario {scenario}",
                                    render=render_hpo_suite),
@@ -319,9 +383,6 @@ REPORTS: dict[str, Report] = {
     "layer_freezing_{part}": Report(source="layer_freezing_{part}.csv",
                                     command="python benchmarks/layer_freezing.py",
                                     render=lambda path: LAYER_FREEZING[path.stem](path)),
-    "quicktune_replay": Report(source="quicktune_replay_summary.csv",
-                               command="python benchmarks/quicktune_replay.py --datasets all",
-                               render=render_hpo_suite),
 }
 
 

@@ -25,6 +25,10 @@ lookup, clock, budget and seeds.
     python benchmarks/hpo_suite.py --quick                      # lcbench, 2 instances, 1 seed, < 3 min
     python benchmarks/hpo_suite.py --scenario lcbench           # all 34 instances x 5 seeds (hours)
     python benchmarks/hpo_suite.py --scenario rbv2_glmnet --data-path ~/yahpo_data --metric acc
+    python benchmarks/hpo_suite.py --horizon 10 --meta-configs 50 --seeds 3   # the short regime
+
+``--horizon N`` cuts the fidelity at N (``ShortHorizon``): full runs, reference values, budgets and the
+meta-training curves all end there; the summaries are named ``hpo_suite_<scenario>-h<N>``.
 
 A full run writes ``results/hpo_suite_<scenario>.csv`` (one row per instance x seed x method, regret
 at each budget fraction) and ``results/hpo_suite_<scenario>_summary.csv`` (per method: mean, standard
@@ -42,10 +46,10 @@ import warnings
 from typing import Any
 
 from _common import RESULTS_DIR  # benchmarks/ is on sys.path when run
-from _hpo_methods import missing_peers, pick_methods
+from _hpo_methods import missing_peers, parse_options, pick_methods
 from _hpo_run import Suite, leave_one_out, run_suite
 
-from efficient_search.blackbox import YahpoBenchmark
+from efficient_search.blackbox import Blackbox, ShortHorizon, YahpoBenchmark
 from efficient_search.blackbox.sampling import metric_mode, sample_meta_dataset
 from efficient_search.surrogate import SurrogateSettings
 from efficient_search.testing.replay_blackbox import BlackboxReplay
@@ -73,9 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-runs", type=float, default=0.0,
                         help="budget in median full-fidelity runs (default 3 quick, 10 full)")
     parser.add_argument("--methods", default="", help="comma-separated subset (default: all available)")
+    parser.add_argument("--searcher-options", default="",
+                        help="JSON keyword arguments for both Quick-Tune searchers, e.g. '{\"alpha\": 1}' "
+                             "(a variant: its summaries are named ...-variant)")
+    parser.add_argument("--scheduler-options", default="",
+                        help="JSON keyword arguments for both freeze-thaw schedulers, e.g. '{\"eta\": 3}'")
     parser.add_argument("--meta-configs", type=int, default=0,
                         help="random configs per other instance for meta-training (default 32 quick, "
                              "64 full)")
+    parser.add_argument("--horizon", type=int, default=0,
+                        help="cut the fidelity at this value, e.g. 10 epochs (default: the scenario's)")
     parser.add_argument("--meta-steps", type=int, default=0,
                         help="meta-training gradient steps (default 1000)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
@@ -89,8 +100,10 @@ def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def settle(args: argparse.Namespace, bench: YahpoBenchmark) -> dict[str, Any]:
-    """The run's plan from the arguments, with defaults by mode; ValueError for bad input."""
+def settle(args: argparse.Namespace, bench: YahpoBenchmark,
+           searched: Blackbox | None = None) -> dict[str, Any]:
+    """The run's plan from the arguments, with defaults by mode; ValueError for bad input. ``searched``
+    is the blackbox the methods search (``bench`` cut to a horizon), ``bench`` by default."""
     defaults = QUICK if args.quick else FULL
     metric, mode = metric_mode(bench, args.metric, args.mode)
     instances = _names(args.instances) or bench.instances[: defaults["instances"] or None]
@@ -108,7 +121,7 @@ def settle(args: argparse.Namespace, bench: YahpoBenchmark) -> dict[str, Any]:
         if getattr(args, name) < 0:
             raise ValueError(f"`--{name.replace('_', '-')}` must be > 0, but got {getattr(args, name)}. "
                              f"Fix: e.g. --{name.replace('_', '-')} {defaults[name]}.")
-    steps = BlackboxReplay(bench, instances[0], metric=metric, mode=mode).max_steps
+    steps = BlackboxReplay(searched or bench, instances[0], metric=metric, mode=mode).max_steps
     methods = pick_methods(args.methods, steps)
     return {"metric": metric, "mode": mode, "instances": instances,
             "seeds": list(range(args.seeds or defaults["seeds"])),
@@ -127,8 +140,12 @@ def build_suite(args: argparse.Namespace, announce: bool = True) -> Suite:
         logging.getLogger(name).setLevel(logging.ERROR)
     # statsmodels (syne-tune's BOHB) on a numpy default it will change; nothing to act on here.
     warnings.filterwarnings("ignore", message="After 0.17 or January 2028", category=FutureWarning)
-    bench = YahpoBenchmark(args.scenario, data_path=args.data_path)
-    plan = settle(args, bench)
+    full = YahpoBenchmark(args.scenario, data_path=args.data_path)
+    if args.horizon < 0:
+        raise ValueError(f"`--horizon` must be >= 0 (0: the scenario's own), but got {args.horizon}. Fix: "
+                         "e.g. --horizon 10.")
+    bench: Blackbox = ShortHorizon(full, args.horizon) if args.horizon else full
+    plan = settle(args, full, bench)
     started = time.perf_counter()
     data = sample_meta_dataset(bench, bench.instances, configs_per_instance=plan["meta_configs"],
                                seed=0, metric=plan["metric"], mode=plan["mode"])
@@ -142,12 +159,18 @@ def build_suite(args: argparse.Namespace, announce: bool = True) -> Suite:
             print(f"left out {line}", flush=True)
         print(f"sampled meta-training curves: {data.summary()} in {time.perf_counter() - started:.1f} s",
               flush=True)
-    return Suite(name=NAME, label=bench.scenario, blackbox=bench, metric=plan["metric"], mode=plan["mode"],
+    label = f"{full.scenario}-h{args.horizon}" if args.horizon else full.scenario
+    searcher_options = parse_options(args.searcher_options, "--searcher-options")
+    scheduler_options = parse_options(args.scheduler_options, "--scheduler-options")
+    if searcher_options or scheduler_options:
+        label = f"{label}-variant"
+    return Suite(name=NAME, label=label, blackbox=bench, metric=plan["metric"], mode=plan["mode"],
                  instances=plan["instances"], seeds=plan["seeds"], budget_runs=plan["budget_runs"],
                  methods=plan["methods"], meta_data=data,
                  settings=SurrogateSettings(meta_train_steps=plan["meta_steps"],
                                             cost_train_steps=plan["meta_steps"]),
-                 reference=lambda source: source.reference())
+                 reference=lambda source: source.reference(), quick=args.quick,
+                 searcher_options=searcher_options, scheduler_options=scheduler_options)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

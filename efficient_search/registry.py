@@ -250,7 +250,7 @@ def _layer_freezing(*, seed: int, max_trainable_layers: int, epochs: int,
 
 def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode: str | None = None,
                surrogate: str | None = None, meta_train_options: dict[str, Any] | None = None,
-               meta_features: dict[str, float] | None = None, alpha: float = 1.0, pool_size: int = 256,
+               meta_features: dict[str, float] | None = None, alpha: float = 0.0, pool_size: int = 256,
                max_t: int | None = None, time_attr: str | None = None, cost_attr: str = "cost/seconds",
                cumulative_cost: bool = True, initial_random: int = 3,
                points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
@@ -270,7 +270,7 @@ def _freeze_thaw(*, seed: int, searcher: Any = None, max_t: int = 4, budget_step
                  time_attr: str | None = None, cost_attr: str = "cost/seconds", cumulative_cost: bool = True,
                  patience: int | None = None, cost_budget_s: float | None = None,
                  surrogate: str | None = None, meta_features: dict[str, float] | None = None,
-                 alpha: float = 1.0) -> TrialScheduler:
+                 alpha: float = 0.0) -> TrialScheduler:
     """Freeze-thaw scheduling; shares the surrogate of a ``quicktune`` searcher of the same spec (passed
     here by ``make_scheduler``, else found inside Tune), or fits its own."""
     from efficient_search.schedulers import FreezeThawScheduler

@@ -73,6 +73,9 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
         cost_attr: result key with the seconds spent (none reported: costs are left out).
         cumulative_cost: whether ``cost_attr`` counts from the trial's start (our tasks do).
         patience: stop a trial after this many steps without improving its best value.
+        eta: the successive-halving guard: a trial paused at a rung (``budget_step * eta**k``) may
+            continue only if it is among the best ``1/eta`` of the trials that reached that rung
+            (None: the acquisition alone decides; see ``QuickTuneModel.promotable``).
         cost_budget_s: the time budget in seconds of reported cost over all trials.
         surrogate, meta_features, alpha, seed: the scheduler's own surrogate when it runs alone
             (see QuickTuneSearcher); a paired searcher's are used otherwise.
@@ -89,10 +92,11 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
         cost_attr: str = "cost/seconds",
         cumulative_cost: bool = True,
         patience: int | None = None,
+        eta: int | None = None,
         cost_budget_s: float | None = None,
         surrogate: str | os.PathLike[str] | DeepKernelSurrogate | None = None,
         meta_features: Mapping[str, float] | None = None,
-        alpha: float = 1.0,
+        alpha: float = 0.0,
         seed: int = 0,
         metric: str | None = None,
         mode: str | None = None,
@@ -101,6 +105,7 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
         for name, value in (("max_t", max_t), ("budget_step", budget_step)):
             check_int(name, value, min=1, expected="an integer >= 1 (epochs)")
         check_int("patience", patience, min=1, optional=True)
+        check_int("eta", eta, min=2, optional=True, expected="an integer >= 2 or None (no guard)")
         check_number("cost_budget_s", cost_budget_s, above=0, optional=True,
                      expected="a number of seconds > 0 or None")
         check_name("time_attr", time_attr, optional=True)
@@ -117,7 +122,7 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
                 "`surrogate` and `meta_features` belong to the paired QuickTuneSearcher. Fix: "
                 "pass them to the searcher (searcher_options), not the scheduler."
             )
-        self.max_t, self.budget_step, self.patience = max_t, budget_step, patience
+        self.max_t, self.budget_step, self.patience, self.eta = max_t, budget_step, patience, eta
         self.time_attr, self.cost_attr, self.cumulative_cost = time_attr, cost_attr, cumulative_cost
         self.cost_budget_s = None if cost_budget_s is None else float(cost_budget_s)
         self._metric, self._mode = metric, mode
@@ -153,6 +158,7 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
         model.max_steps = self.max_t
         model.cost_budget_s = self.cost_budget_s
         model.budget_step = self.budget_step
+        model.eta = self.eta
         if self._metric and self._mode:
             model.set_objective(self._metric, self._mode)
 
@@ -319,6 +325,9 @@ class FreezeThawScheduler(Restorable, FIFOScheduler):
         if old:
             ids = [waiting[i].trial_id for i in old]
             scores[old] = self.model.score_continue(ids, [self._segment_end(progress[i]) for i in old])
+            allowed = self.model.promotable(ids)
+            if allowed.any() or new:  # else nothing else can run: the best paused trial goes on
+                scores[[i for i, ok in zip(old, allowed, strict=True) if not ok]] = -np.inf
         return int(np.argmax(scores))
 
     def _forget(self, trial: Trial) -> None:

@@ -127,7 +127,7 @@ def test_any_scenario_and_several_regions(tree: tuple[Path, Path]) -> None:
 @pytest.mark.parametrize(("text", "pattern"), [
     ("<!-- bench-report:nope -->\n<!-- /bench-report -->\n",
      r"line 1: marker `<!-- bench-report:nope -->` names no report "
-     r"\(known: hpo_suite_\{scenario\}, [^)]*quicktune_replay\); "
+     r"\(known: quicktune_replay, [^)]*hpo_suite_\{scenario\}, [^)]*\); "
      r"fix the name or add an entry to REPORTS"),
     ("x\n<!-- bench-report:hpo_suite_lcbench -->\n",
      r"line 2: .* is not closed; add `<!-- /bench-report -->`"),
@@ -206,3 +206,26 @@ def test_layer_freezing_regions_from_per_seed_and_per_scheduler_files(tmp_path: 
     assert "ceiling (full fidelity under one seed against another" in text and "deep 0.95 ± 0.01" in text
     assert ("| ours | 10.0 (1.00x) | 3.2000 | 0.50x (0.40x, not reached, 0.50x) | 3.2000, 3.2000, 3.2000 |"
             in text)
+
+
+def test_quicktune_diagnosis_tables_render_from_their_summaries(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    pd.DataFrame({"method": ["quicktune+freeze_thaw", "random+asha"], "started": [21.4, 22.1],
+                  "resumes": [5.9, 0.0], "epochs_per_trial": [1.4, 1.9], "max_epochs_trial": [8.8, 9.8],
+                  "continued": [8.4, 5.6], "continued_below_median": [0.34, 0.27]}).to_csv(
+        results / "quicktune_replay_lcbench-short_allocation.csv", index=False)
+    calibration = {"observed_steps": [0, 1, 3]}
+    for name in ("nll_next", "cover68_next", "cover95_next", "nll_last", "cover68_last", "cover95_last",
+                 "spearman_last"):
+        calibration[name] = [0.5, 0.6, 0.7]
+    calibration["nll_last_se"] = [0.1, 0.1, 0.1]
+    pd.DataFrame(calibration).to_csv(results / "quicktune_replay_lcbench-short_calibration.csv", index=False)
+    text = ("<!-- bench-report:quicktune_replay_lcbench-short_allocation -->\n<!-- /bench-report -->\n"
+            "<!-- bench-report:quicktune_replay_lcbench-short_calibration -->\n<!-- /bench-report -->\n")
+    new, changed = bench_report.update(text, results, tmp_path)
+    assert changed == ["quicktune_replay_lcbench-short_allocation",
+                       "quicktune_replay_lcbench-short_calibration"]
+    assert "| quicktune+freeze_thaw | 21.4 | 5.9 | 1.4 | 8.8 | 8.4 | 0.34 |" in new
+    assert "| 3 | 0.70 | 0.70 / 0.70 | 0.70 ± 0.10 | 0.70 / 0.70 | 0.70 |" in new
+    assert "--meta-dataset lcbench --datasets all --regime short" in new

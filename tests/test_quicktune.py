@@ -239,6 +239,7 @@ def test_replay_pauses_continues_and_keeps_suggest_under_a_second(
         surrogate=small_surrogate,
         meta_features=table.meta_features(),
         featurize=table.hyperparameters,
+        alpha=1.0,  # cost-aware: within 1.5 full runs it tries several cheap configs, not one costly one
     )
     scheduler = FreezeThawScheduler(searcher=searcher, max_t=table.max_epochs, patience=10)
     full_run = float(np.nanmedian(np.nansum(table.data.costs, axis=1)))

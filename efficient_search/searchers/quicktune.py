@@ -82,7 +82,10 @@ class QuickTuneSearcher(Searcher):
             a ``DeepKernelSurrogate``, or None (fitted on this run only).
         meta_train_options: settings and ``hold_out``/``datasets`` for meta-training at start.
         meta_features: the task's meta-features, if the surrogate uses some.
-        alpha: exponent of the predicted cost (0: plain expected improvement).
+        alpha: exponent of the predicted cost (0, the default: plain expected improvement; 1 favoured
+            cheap, low-ceiling configurations on every replayed regime, see README).
+        horizon: the expected improvement of the value at the end of the next segment (``next``) or
+            at the last budget step (``final``); see ``quicktune_model.HORIZONS``.
         pool_size: candidates scored per suggestion (finite spaces up to this size are enumerated).
         max_t: the maximum budget step (epochs); a paired scheduler sets it.
         time_attr: the result key counting budget steps (default fidelity/epoch, else the iteration).
@@ -103,7 +106,8 @@ class QuickTuneSearcher(Searcher):
         surrogate: str | os.PathLike[str] | DeepKernelSurrogate | None = None,
         meta_train_options: Mapping[str, Any] | None = None,
         meta_features: Mapping[str, float] | None = None,
-        alpha: float = 1.0,
+        alpha: float = 0.0,
+        horizon: str = "next",
         pool_size: int = 256,
         max_t: int | None = None,
         time_attr: str | None = None,
@@ -131,6 +135,7 @@ class QuickTuneSearcher(Searcher):
             meta_train_options=meta_train_options,
             meta_features=meta_features,
             alpha=alpha,
+            horizon=horizon,
             seed=seed,
             featurize=featurize,
         )
@@ -285,6 +290,7 @@ class QuickTuneSearcher(Searcher):
             and not model.observations.trials[t].failed
             and 0 < model.observations.trials[t].last_step < limit
         ]
+        ids = [t for t, ok in zip(ids, model.promotable(ids), strict=True) if ok]
         if not ids:
             return False
         targets = [min(model.observations.trials[t].last_step + model.budget_step, limit) for t in ids]

@@ -69,6 +69,10 @@ ONLINE_SETTINGS = SurrogateSettings(
     max_train_points=2000,
 )
 META_TRAIN_KEYS = ("hold_out", "datasets")
+#: What the acquisition's expected improvement is of: the value at the end of the next segment over the
+#: best seen there (``next``, DyHPO's multi-fidelity EI), or the value at the last budget step over the
+#: best value seen at any step (``final``); the cost is that of the next segment in both.
+HORIZONS = ("next", "final")
 SOURCES = ("online", "saved", "meta_dataset", "object")
 
 Featurize = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -83,6 +87,7 @@ class QuickTuneModel:
             fields plus ``hold_out``/``datasets`` (data set names to leave out / keep).
         meta_features: the task's meta-features, when the surrogate was trained with some.
         alpha: exponent of the predicted cost in the acquisition (0: plain expected improvement).
+        horizon: ``next`` or ``final`` (see :data:`HORIZONS`).
         seed: seeds the online surrogate's fits.
         featurize: maps a Tune config to the hyperparameters the surrogate knows (default: the
             flattened config without fidelity keys).
@@ -94,11 +99,15 @@ class QuickTuneModel:
         surrogate: str | os.PathLike[str] | DeepKernelSurrogate | None = None,
         meta_train_options: Mapping[str, Any] | None = None,
         meta_features: Mapping[str, float] | None = None,
-        alpha: float = 1.0,
+        alpha: float = 0.0,
+        horizon: str = "next",
         seed: int = 0,
         featurize: Featurize | None = None,
     ):
         check_number("alpha", alpha, min=0, expected="a finite number >= 0", fix="e.g. alpha=1.")
+        if horizon not in HORIZONS:
+            raise ValueError(f"`horizon` must be one of {HORIZONS}, but got {horizon!r}. Fix: "
+                             "horizon='final' to score the value at the last budget step.")
         check_int("seed", seed, error=TypeError)
         if meta_features is not None:
             check_mapping("meta_features", meta_features, example="{num_classes: 102}")
@@ -109,6 +118,7 @@ class QuickTuneModel:
                 f"`featurize` must be a function config -> hyperparameters, but got {featurize!r}."
             )
         self.alpha, self.seed, self.featurize = float(alpha), seed, featurize
+        self.horizon = horizon
         self.meta_features = None if meta_features is None else dict(meta_features)
         self._path: str | None = None
         self._base: DeepKernelSurrogate | None = None
@@ -139,6 +149,8 @@ class QuickTuneModel:
         self.cost_budget_s: float | None = None
         self.budget_step = 1  # epochs between two pauses (a paired scheduler sets it)
         self.paired = False  # a FreezeThawScheduler drives the budgets
+        self.eta: int | None = None  # successive-halving guard on continuing (a paired scheduler sets it)
+        self._ranked: tuple[int, dict[int, np.ndarray]] | None = None  # version, step -> sorted values
         self._fit: dict[str, Any] | None = None  # online: what the base was fitted on
         self._cond: dict[str, Any] | None = None  # what the GP conditions on: {"marks", "points"}
         self._cond_due: dict[str, Any] | None = None  # restored: condition on exactly this first
@@ -209,6 +221,44 @@ class QuickTuneModel:
     def exhausted(self) -> bool:
         """Whether the time budget (reported cost seconds over all trials) is spent."""
         return self.cost_budget_s is not None and self.observations.spent_s >= self.cost_budget_s
+
+    def rungs(self) -> set[int]:
+        """The steps where the guard applies: ``budget_step * eta**k`` below the last step."""
+        if not self.eta:
+            return set()
+        limit = self.max_steps or self.steps()
+        out, step = set(), self.budget_step
+        while step < limit:
+            out.add(step)
+            step *= self.eta
+        return out
+
+    def promotable(self, trial_ids: list[str]) -> np.ndarray:
+        """Whether each paused trial may continue under the successive-halving guard: a trial paused at
+        a rung (:meth:`rungs`) continues only if its value there is among the best ``ceil(n / eta)`` of
+        the ``n`` trials that reached that rung, as in ASHA; between rungs, and with ``eta`` None,
+        every trial may. The surrogate still chooses among the trials (and new configs) that may."""
+        out = np.ones(len(trial_ids), dtype=bool)
+        rungs = self.rungs()
+        if not rungs:
+            return out
+        obs = self.observations
+        if self._ranked is None or self._ranked[0] != obs.version:
+            self._ranked = (obs.version, {})
+        ranked = self._ranked[1]
+        sign = 1.0 if self.ei_mode == "max" else -1.0
+        for i, trial_id in enumerate(trial_ids):
+            curve = obs.trials[trial_id]
+            step = curve.last_step
+            if step not in rungs or step not in curve.values:
+                continue
+            if step not in ranked:
+                ranked[step] = np.sort([sign * c.values[step] for c in obs.trials.values()
+                                        if step in c.values and not c.failed])[::-1]
+            values = ranked[step]
+            keep = math.ceil(len(values) / self.eta)
+            out[i] = sign * curve.values[step] >= values[keep - 1]
+        return out
 
     # -- the surrogate ----------------------------------------------------------------------------
     def base(self) -> DeepKernelSurrogate:
@@ -340,11 +390,13 @@ class QuickTuneModel:
         base, steps = self.base(), self.steps()
         frame = pd.DataFrame(features)
         targets_c = [min(max(t, 1), steps) for t in targets]
+        predicted = [steps] * len(targets_c) if self.horizon == "final" else targets_c
         mean, variance = base.predict(
             frame,
-            budgets=[self._budget(t) for t in targets_c],
+            budgets=[self._budget(t) for t in predicted],
             curves=curves,
             meta_features=self.meta_features,
+            latent=True,
         )
         cost = self._cost(frame, [min(s, steps) for s in starts], targets_c)
         return np.stack([mean, np.maximum(variance, 0.0), cost])
@@ -355,10 +407,14 @@ class QuickTuneModel:
         from efficient_search.surrogate.acquisition import best_at_budgets, cost_aware_expected_improvement
 
         steps = self.steps()
-        columns = np.clip(np.asarray(targets, dtype=np.int64), 1, steps) - 1
-        best = best_at_budgets(
-            self.observations.best_per_step(steps, self.ei_mode)[None, :], columns, mode=self.ei_mode
-        )
+        per_step = self.observations.best_per_step(steps, self.ei_mode)
+        if self.horizon == "final":
+            seen = per_step[np.isfinite(per_step)]
+            reduce = np.max if self.ei_mode == "max" else np.min
+            best = np.full(len(targets), float(reduce(seen)) if seen.size else np.nan)
+        else:
+            columns = np.clip(np.asarray(targets, dtype=np.int64), 1, steps) - 1
+            best = best_at_budgets(per_step[None, :], columns, mode=self.ei_mode)
         mean, variance, cost = predicted
         return cost_aware_expected_improvement(
             mean, variance, best, cost, alpha=self.alpha, mode=self.ei_mode

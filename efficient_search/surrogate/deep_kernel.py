@@ -332,12 +332,15 @@ class DeepKernelSurrogate:
 
     def predict(self, configs: Configs, budgets: float | Sequence[float] | np.ndarray,
                 curves: np.ndarray | None = None, *,
-                meta_features: MetaFeatures = None) -> tuple[np.ndarray, np.ndarray]:
+                meta_features: MetaFeatures = None, latent: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance ``(N,)`` of the metric after ``budgets`` (in the metric's own units).
 
         ``curves`` ``(N, T')`` are the configs' observed values so far (NaN unobserved; columns are the
         meta-training budgets); only steps before each point's budget are used. ``meta_features``
-        default to the fine-tuned task's.
+        default to the fine-tuned task's. ``latent=True`` leaves the observation noise out of the
+        variance: the uncertainty about the curve itself, which an acquisition should weigh (with the
+        noise, a config next to one already observed keeps a variance that training it again cannot
+        reduce); the default is the distribution of an observed value (calibration, likelihoods).
         """
         self._require_fitted()
         config, budget, meta = self._query(configs, budgets, meta_features)
@@ -356,7 +359,9 @@ class DeepKernelSurrogate:
                 torch.as_tensor(self._normalised_budgets(budget), dtype=torch.float32),
                 torch.as_tensor(np.where(mask, normalised, 0.0), dtype=torch.float32),
                 torch.as_tensor(mask, dtype=torch.float32), torch.as_tensor(meta))
-            output = self.performance.gp.likelihood(self.performance.gp(z))
+            output = self.performance.gp(z)
+            if not latent:
+                output = self.performance.gp.likelihood(output)
             mean, variance = output.mean.numpy(), output.variance.numpy()
         return (mean.astype(np.float64) * self.y_std + self.y_mean,
                 variance.astype(np.float64) * self.y_std ** 2)

@@ -193,6 +193,37 @@ class MetaDataset:
                              f"set.")
         return self.rows(keep)
 
+    def truncate(self, steps: int) -> MetaDataset:
+        """Only the first ``steps`` budget steps of every curve (a shorter horizon); runs with no value
+        observed there are dropped."""
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise ValueError(f"`steps` must be an integer >= 1 budget steps, but got {steps!r}. Fix: "
+                             f"e.g. truncate(10) for the first 10 of {self.n_steps}.")
+        steps = min(steps, self.n_steps)
+        keep = np.isfinite(self.curves[:, :steps]).any(axis=1)
+        cut = self.rows(keep)
+        return MetaDataset(configs=cut.configs, curves=cut.curves[:, :steps], costs=cut.costs[:, :steps],
+                           datasets=cut.datasets, budgets=cut.budgets[:steps], metric=self.metric,
+                           mode=self.mode, meta_features=cut.meta_features, budget_name=self.budget_name)
+
+    def subsample(self, per_dataset: int, seed: int) -> MetaDataset:
+        """At most ``per_dataset`` runs of each data set, drawn without replacement by a generator seeded
+        with ``seed`` (row order kept)."""
+        if not isinstance(per_dataset, int) or isinstance(per_dataset, bool) or per_dataset < 1:
+            raise ValueError(f"`per_dataset` must be an integer >= 1 runs, but got {per_dataset!r}.")
+        rng = np.random.default_rng(seed)
+        keep: list[int] = []
+        for name in self.dataset_names:
+            rows = np.flatnonzero(self.datasets == name)
+            keep.extend(rows if rows.size <= per_dataset else rng.choice(rows, per_dataset, replace=False))
+        return self.rows(np.sort(np.asarray(keep, dtype=np.int64)))
+
+    def without_meta_features(self) -> MetaDataset:
+        """The same runs with no task meta-features."""
+        return MetaDataset(configs=self.configs, curves=self.curves, costs=self.costs,
+                           datasets=self.datasets, budgets=self.budgets, metric=self.metric,
+                           mode=self.mode, budget_name=self.budget_name)
+
     def _require(self, names: list[str]) -> None:
         unknown = [n for n in names if n not in set(self.dataset_names)]
         if unknown:
