@@ -341,6 +341,24 @@ def render_calibration(path: Path) -> str:
     return "\n".join(lines)
 
 
+def render_design_choices(path: Path) -> str:
+    """Quick-Tune variants against Ray's ASHA in the same run, one row per regime x variant."""
+    percents = HPO_PERCENTS
+    frame = read_csv(path, ["regime", "ei_variance", "alpha", "horizon", "eta",
+                            *(f"{w}_regret_{p}" for w in ("ours", "asha") for p in percents)])
+    lines = ["| regime | EI variance | alpha | horizon | eta | Quick-Tune regret @ 10 / 25 / 50 / 100 % | "
+             "Ray's ASHA, same run | trials started | continued, ended below the median |", "|---" * 9 + "|"]
+    for row in frame.to_dict("records"):
+        ours = " / ".join(f"{row[f'ours_regret_{p}']:.3f}" for p in percents)
+        asha = " / ".join(f"{row[f'asha_regret_{p}']:.3f}" for p in percents)
+        started, below = row.get("ours_started", math.nan), row.get("ours_continued_below_median", math.nan)
+        started_text = "–" if math.isnan(started) else f"{started:.1f}"
+        below_text = "–" if math.isnan(below) else f"{below:.2f}"
+        lines.append(f"| {row['regime']} | {row['ei_variance']} | {row['alpha']:g} | {row['horizon']} | "
+                     f"{row['eta']} | {ours} | {asha} | {started_text} | {below_text} |")
+    return "\n".join(lines)
+
+
 #: Replay regimes with committed summaries: marker suffix -> the arguments that make them.
 REPLAY_REGIMES = {"quicktune-mtlbm-extended-short": "--datasets all --regime short",
                   "lcbench-short": "--meta-dataset lcbench --datasets all --regime short"}
@@ -367,6 +385,11 @@ LAYER_FREEZING = {"layer_freezing_quality": render_layer_freezing_quality,
 
 REPORTS: dict[str, Report] = {
     **replay_reports(),
+    "quicktune_design_choices": Report(
+        source="quicktune_design_choices.csv",
+        command="python benchmarks/quicktune_replay.py --datasets all --seeds 0 --methods "
+                "quicktune+freeze_thaw,random+asha [--regime short] [--meta-dataset lcbench] "
+                "--searcher-options ... --scheduler-options ...", render=render_design_choices),
     "hpo_suite_lcbench-h10": Report(source="hpo_suite_lcbench-h10_summary.csv",
                                     command="python benchmarks/hpo_suite.py --horizon 10 --meta-configs 50 "
                                             "--seeds 3", render=render_hpo_suite),

@@ -297,7 +297,8 @@ def test_a_new_result_repredicts_only_its_own_trial(quicktune_data: Any, small_s
     features, curves, _ = model.observations.arrays(ids, model.steps())
     starts = [model.observations.trials[t].last_step for t in ids]
     fresh = model.acquisition(features, targets, starts, curves)  # float32 GP: batches round differently
-    np.testing.assert_allclose(scores, fresh, rtol=1e-4)
+    # Far tails (EI of 1e-100 and less) round apart most: compare them against the largest score.
+    np.testing.assert_allclose(scores, fresh, rtol=1e-4, atol=1e-9 * float(np.max(fresh)))
     assert np.argmax(scores) == np.argmax(fresh)
 
 
