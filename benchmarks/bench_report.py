@@ -365,15 +365,23 @@ REPLAY_REGIMES = {"quicktune-mtlbm-extended-short": "--datasets all --regime sho
 DIAGNOSIS = {"allocation": render_allocation, "calibration": render_calibration}
 
 
+def with_diagnosis(stem: str, command: str) -> dict[str, Report]:
+    """A suite's summary (``<stem>``) and its diagnosis tables (``<stem>_allocation``, ...)."""
+    out = {stem: Report(source=f"{stem}_summary.csv", command=command, render=render_hpo_suite)}
+    for part, render in DIAGNOSIS.items():
+        out[f"{stem}_{part}"] = Report(source=f"{stem}_{part}.csv", command=command, render=render)
+    return out
+
+
 def replay_reports() -> dict[str, Report]:
-    """The Quick-Tune replay's summaries and diagnosis, for every regime (and the default one)."""
+    """The Quick-Tune replay's summaries and diagnosis, for every regime (and the default one), and the
+    short-horizon HPO suite's."""
     out: dict[str, Report] = {}
     for stem, arguments in [("quicktune_replay", "--datasets all"),
                             *((f"quicktune_replay_{r}", a) for r, a in REPLAY_REGIMES.items())]:
-        command = f"python benchmarks/quicktune_replay.py {arguments}"
-        out[stem] = Report(source=f"{stem}_summary.csv", command=command, render=render_hpo_suite)
-        for part, render in DIAGNOSIS.items():
-            out[f"{stem}_{part}"] = Report(source=f"{stem}_{part}.csv", command=command, render=render)
+        out.update(with_diagnosis(stem, f"python benchmarks/quicktune_replay.py {arguments}"))
+    out.update(with_diagnosis("hpo_suite_lcbench-h10",
+                              "python benchmarks/hpo_suite.py --horizon 10 --meta-configs 50 --seeds 3"))
     return out
 
 
@@ -390,9 +398,6 @@ REPORTS: dict[str, Report] = {
         command="python benchmarks/quicktune_replay.py --datasets all --seeds 0 --methods "
                 "quicktune+freeze_thaw,random+asha [--regime short] [--meta-dataset lcbench] "
                 "--searcher-options ... --scheduler-options ...", render=render_design_choices),
-    "hpo_suite_lcbench-h10": Report(source="hpo_suite_lcbench-h10_summary.csv",
-                                    command="python benchmarks/hpo_suite.py --horizon 10 --meta-configs 50 "
-                                            "--seeds 3", render=render_hpo_suite),
     "hpo_suite_{scenario}": Report(source="hpo_suite_{scenario}_summary.csv",
                                    command="python benchmarks/hpo_suite.py --scenario {scenario}",
                                    render=render_hpo_suite),
