@@ -250,7 +250,8 @@ def _layer_freezing(*, seed: int, max_trainable_layers: int, epochs: int,
 
 def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode: str | None = None,
                surrogate: str | None = None, meta_train_options: dict[str, Any] | None = None,
-               meta_features: dict[str, float] | None = None, alpha: float = 0.0, pool_size: int = 256,
+               meta_features: dict[str, float] | None = None, alpha: float = 0.0, horizon: str = "next",
+               pool_size: int = 256,
                max_t: int | None = None, time_attr: str | None = None, cost_attr: str = "cost/seconds",
                cumulative_cost: bool = True, initial_random: int = 3,
                points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
@@ -259,7 +260,7 @@ def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode:
 
     return QuickTuneSearcher(
         space, metric=metric, mode=mode, seed=seed, surrogate=surrogate,
-        meta_train_options=meta_train_options, meta_features=meta_features, alpha=alpha,
+        meta_train_options=meta_train_options, meta_features=meta_features, alpha=alpha, horizon=horizon,
         pool_size=pool_size, max_t=max_t, time_attr=time_attr, cost_attr=cost_attr,
         cumulative_cost=cumulative_cost, initial_random=initial_random,
         points_to_evaluate=points_to_evaluate,
@@ -268,7 +269,7 @@ def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode:
 
 def _freeze_thaw(*, seed: int, searcher: Any = None, max_t: int = 4, budget_step: int = 1,
                  time_attr: str | None = None, cost_attr: str = "cost/seconds", cumulative_cost: bool = True,
-                 patience: int | None = None, cost_budget_s: float | None = None,
+                 patience: int | None = None, eta: int | None = None, cost_budget_s: float | None = None,
                  surrogate: str | None = None, meta_features: dict[str, float] | None = None,
                  alpha: float = 0.0) -> TrialScheduler:
     """Freeze-thaw scheduling; shares the surrogate of a ``quicktune`` searcher of the same spec (passed
@@ -283,11 +284,11 @@ def _freeze_thaw(*, seed: int, searcher: Any = None, max_t: int = 4, budget_step
                              "searcher quicktune they belong to searcher_options. Fix: move them there.")
         return FreezeThawScheduler(searcher=paired, max_t=max_t, budget_step=budget_step,
                                    time_attr=time_attr, cost_attr=cost_attr, cumulative_cost=cumulative_cost,
-                                   patience=patience, cost_budget_s=cost_budget_s)
+                                   patience=patience, eta=eta, cost_budget_s=cost_budget_s)
     return FreezeThawScheduler(max_t=max_t, budget_step=budget_step, time_attr=time_attr,
                                cost_attr=cost_attr, cumulative_cost=cumulative_cost, patience=patience,
-                               cost_budget_s=cost_budget_s, surrogate=surrogate, meta_features=meta_features,
-                               alpha=alpha, seed=seed)
+                               eta=eta, cost_budget_s=cost_budget_s, surrogate=surrogate,
+                               meta_features=meta_features, alpha=alpha, seed=seed)
 
 
 register_searcher("random", _random)

@@ -117,10 +117,13 @@ def test_bad_options_name_the_field() -> None:
 
 
 def test_the_registry_builds_a_linked_pair() -> None:
-    searcher = make_searcher("quicktune", seed=0, options={"pool_size": 32}, max_concurrent=2)
+    searcher = make_searcher("quicktune", seed=0, options={"pool_size": 32, "horizon": "final"},
+                             max_concurrent=2)
     limited = ConcurrencyLimiter(searcher, max_concurrent=2)  # what Tune wraps it in
-    scheduler = make_scheduler("freeze_thaw", seed=0, options={"max_t": 3, "patience": 2}, searcher=limited)
+    scheduler = make_scheduler("freeze_thaw", seed=0, options={"max_t": 3, "patience": 2, "eta": 3},
+                               searcher=limited)
     assert isinstance(scheduler, FreezeThawScheduler) and scheduler.linked
+    assert searcher.model.horizon == "final" and searcher.model.eta == 3
     assert scheduler.model is searcher.model and searcher.model.paired and searcher.model.max_steps == 3
     alone = make_scheduler("freeze_thaw", seed=0, options={"max_t": 3})
     assert isinstance(alone, FreezeThawScheduler) and not alone.linked
