@@ -382,6 +382,8 @@ def replay_reports() -> dict[str, Report]:
         out.update(with_diagnosis(stem, f"python benchmarks/quicktune_replay.py {arguments}"))
     out.update(with_diagnosis("hpo_suite_lcbench-h10",
                               "python benchmarks/hpo_suite.py --horizon 10 --meta-configs 50 --seeds 3"))
+    out.update(with_diagnosis("hpo_suite_lcbench",
+                              "python benchmarks/hpo_suite.py --scenario lcbench --seeds 3"))
     return out
 
 
