@@ -199,7 +199,8 @@ def kept_instance_runs(suite: Suite, instance: str, folder: Path | None) -> Part
 
 
 def _worker_runs(factory: Callable[[argparse.Namespace], Suite], args: argparse.Namespace,
-                 folder: Path | None, instance: str) -> Part:
+                 folder: Path | None, results: Path, instance: str) -> Part:
+    _common.RESULTS_DIR = results  # plots a worker saves go where the parent's do (tests move it)
     if "suite" not in _WORKER_SUITE:
         import torch
 
@@ -228,8 +229,8 @@ def run_suite(suite: Suite, args: argparse.Namespace,
     if jobs > 1:
         print(f"running {len(todo)} instances in {jobs} worker processes", flush=True)
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            done.update(zip(todo, pool.map(functools.partial(_worker_runs, factory, args, folder), todo),
-                            strict=True))
+            work = functools.partial(_worker_runs, factory, args, folder, _common.RESULTS_DIR)
+            done.update(zip(todo, pool.map(work, todo), strict=True))
     else:
         import torch
 

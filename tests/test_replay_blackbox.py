@@ -352,6 +352,8 @@ def test_suite_in_two_worker_processes_gives_the_figures_of_one(suite: Any, tmp_
                "steps"]
     assert len(runs[0]) == 2 * 3
     pd.testing.assert_frame_equal(runs[0][columns], runs[1][columns])
+    # The worker that ran the first instance saved its allocation plot where the parent saves plots.
+    assert (tmp_path / "results" / "hpo_suite_lcbench_allocation.png").is_file()
 
 
 @needs_lcbench
