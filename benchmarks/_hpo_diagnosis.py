@@ -97,7 +97,6 @@ def calibration(surrogate: DeepKernelSurrogate, data: MetaDataset,
             if name == "last":
                 rho = spearmanr(mean, truth[rows]).statistic
                 out[f"spearman_last_{k}"] = float(rho) if np.isfinite(rho) else math.nan
-    model.reset()
     return out
 
 

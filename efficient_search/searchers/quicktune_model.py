@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from efficient_search.durable import atomic_write
+from efficient_search.searchers.quicktune_guard import RungRanks, promotable, rung_steps
 from efficient_search.searchers.quicktune_observations import Observations, flat_features
 from efficient_search.surrogate.loading import detect_format, load_meta_dataset
 from efficient_search.surrogate.meta_dataset import MetaDataset
@@ -150,7 +151,7 @@ class QuickTuneModel:
         self.budget_step = 1  # epochs between two pauses (a paired scheduler sets it)
         self.paired = False  # a FreezeThawScheduler drives the budgets
         self.eta: int | None = None  # successive-halving guard on continuing (a paired scheduler sets it)
-        self._ranked: tuple[int, dict[int, np.ndarray]] | None = None  # version, step -> sorted values
+        self._ranks = RungRanks()  # values per rung, best first, for the guard
         self._fit: dict[str, Any] | None = None  # online: what the base was fitted on
         self._cond: dict[str, Any] | None = None  # what the GP conditions on: {"marks", "points"}
         self._cond_due: dict[str, Any] | None = None  # restored: condition on exactly this first
@@ -223,42 +224,14 @@ class QuickTuneModel:
         return self.cost_budget_s is not None and self.observations.spent_s >= self.cost_budget_s
 
     def rungs(self) -> set[int]:
-        """The steps where the guard applies: ``budget_step * eta**k`` below the last step."""
-        if not self.eta:
-            return set()
-        limit = self.max_steps or self.steps()
-        out, step = set(), self.budget_step
-        while step < limit:
-            out.add(step)
-            step *= self.eta
-        return out
+        """The steps where the successive-halving guard applies (none while ``eta`` is None)."""
+        return rung_steps(self.budget_step, self.eta, self.max_steps or self.steps()) if self.eta else set()
 
     def promotable(self, trial_ids: list[str]) -> np.ndarray:
-        """Whether each paused trial may continue under the successive-halving guard: a trial paused at
-        a rung (:meth:`rungs`) continues only if its value there is among the best ``ceil(n / eta)`` of
-        the ``n`` trials that reached that rung, as in ASHA; between rungs, and with ``eta`` None,
-        every trial may. The surrogate still chooses among the trials (and new configs) that may."""
-        out = np.ones(len(trial_ids), dtype=bool)
-        rungs = self.rungs()
-        if not rungs:
-            return out
-        obs = self.observations
-        if self._ranked is None or self._ranked[0] != obs.version:
-            self._ranked = (obs.version, {})
-        ranked = self._ranked[1]
-        sign = 1.0 if self.ei_mode == "max" else -1.0
-        for i, trial_id in enumerate(trial_ids):
-            curve = obs.trials[trial_id]
-            step = curve.last_step
-            if step not in rungs or step not in curve.values:
-                continue
-            if step not in ranked:
-                ranked[step] = np.sort([sign * c.values[step] for c in obs.trials.values()
-                                        if step in c.values and not c.failed])[::-1]
-            values = ranked[step]
-            keep = math.ceil(len(values) / self.eta)
-            out[i] = sign * curve.values[step] >= values[keep - 1]
-        return out
+        """Whether each paused trial may continue under the guard (see ``quicktune_guard``)."""
+        sign = 1.0 if not self.eta or self.ei_mode == "max" else -1.0
+        return promotable(self.observations, trial_ids, rungs=self.rungs(), eta=self.eta, sign=sign,
+                          ranks=self._ranks)
 
     # -- the surrogate ----------------------------------------------------------------------------
     def base(self) -> DeepKernelSurrogate:
