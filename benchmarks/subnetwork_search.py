@@ -184,11 +184,12 @@ def main() -> None:
 
     task = get_task("subnetwork")
     if args.quick:
-        options = task.resolve_options({"model": "tiny-shakespeare", "seq_len": 64, "eval_sequences": 16})
+        options = task.resolve_options({"model": "tiny-shakespeare", "seq_len": 64, "eval_sequences": 16,
+                                        "split": "validation"})
         budget, seeds, counts = args.budget or 30, args.seeds or 2, (100, 300)
     else:
         options = task.resolve_options({"model": "smollm2-135m", "seq_len": 128, "eval_sequences": 16,
-                                        "calibration_sequences": 8})
+                                        "calibration_sequences": 8, "split": "validation"})
         budget, seeds, counts = args.budget or 100, args.seeds or 3, (100, 1000)
     started = time.perf_counter()
     space = subnetwork_space(options)

@@ -1,8 +1,10 @@
 """The language-model pretraining task: a student trained on a token budget, optionally distilled.
 
 Text comes from local files through ``datasets`` (a named corpus is written to files first), is
-tokenized with the teacher's tokenizer and packed into blocks of ``seq_len + 1`` tokens; the tail
-``val_fraction`` of the text is held out. The student starts as ``init`` says (see
+tokenized with the teacher's tokenizer and packed into blocks of ``seq_len + 1`` tokens, in three
+disjoint splits (:mod:`efficient_search.tasks.lm_splits`): the student trains on ``train``, is
+measured on the tail ``val_fraction`` (``validation``), and the ``search_fraction`` between them is
+the only text importance estimation (``init: importance``) and a ``subnetwork`` search read. The student starts as ``init`` says (see
 :mod:`efficient_search.tasks.students`) and learns from the labels alone (``distill: none``), from
 a frozen copy of the teacher in each worker (``online``) or from the teacher's top-k logits
 computed once (``offline``). Hyperparameters come from the trial's configuration where it has
@@ -16,17 +18,15 @@ them, else from the options, else from the ``recipe``.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 import torch
 
 from efficient_search.reference import get_recipe
 from efficient_search.tasks import Task, register_task
-from efficient_search.tasks.lm_data import corpus_files, packed_splits
+from efficient_search.tasks.lm_splits import lm_splits, split_key
 from efficient_search.tasks.students import (
     INITS,
     build_student,
@@ -37,7 +37,6 @@ from efficient_search.tasks.students import (
 from efficient_search.tasks.supernets import (
     TINY_TEXT_CHARS,
     TINY_VAL_FRACTION,
-    cache_root,
     load_supernet,
     resolve_supernet,
 )
@@ -87,6 +86,10 @@ def check_options(options: Mapping[str, Any]) -> None:
             bound = f" and <= {high:g}" if high is not None else ""
             raise ValueError(f"`task_options.{name}` must be a number {'>=' if inclusive else '>'} {low}"
                              f"{bound}, but got {value!r}.")
+    if not options["search_fraction"] < 1 - options["val_fraction"]:
+        raise ValueError(f"`task_options.search_fraction` {options['search_fraction']} leaves no training text "
+                         f"beside val_fraction {options['val_fraction']}. Fix: search_fraction + val_fraction "
+                         "< 1, e.g. 0.05 and 0.1.")
     check_int("task_options.warmup_steps", options["warmup_steps"], min=0, optional=True,
               expected="an int >= 0 or null")
     if options["recipe"] is not None:
@@ -135,22 +138,6 @@ def check_options(options: Mapping[str, Any]) -> None:
                             warmup_steps=_setting("warmup_steps", {}, options)), world_size=1)
 
 
-def _key(options: Mapping[str, Any]) -> str:
-    return json.dumps({k: options[k] for k in ("model", "text", "files", "max_chars", "seq_len",
-                                               "val_fraction")}, sort_keys=True)
-
-
-@lru_cache(maxsize=2)
-def load_blocks(key: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training blocks, validation blocks), each (N, seq_len + 1) int64; cached per process."""
-    options = json.loads(key)
-    _, tokenizer = load_supernet(str(resolve_supernet(options["model"])))
-    files = options["files"] or corpus_files(options["text"], cache_root() / "corpora", options["max_chars"])
-    splits = packed_splits(files, tokenizer, options["seq_len"], options["val_fraction"],
-                           cache_dir=str(cache_root() / "datasets"))
-    return splits["train"][:]["input_ids"], splits["validation"][:]["input_ids"]
-
-
 def _setting(name: str, params: Mapping[str, Any], options: Mapping[str, Any]) -> Any:
     """A trial's value, else the option, else the recipe's, else the fallback."""
     if name in params:
@@ -181,9 +168,9 @@ def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: Tri
                              "searched: {store: ..., experiment: ..., trial: best}.")
     path = str(resolve_supernet(options["model"]))
     teacher, tokenizer = load_supernet(path)
-    train_blocks, val_blocks = load_blocks(_key(options))
-    val_blocks = val_blocks[: options["eval_sequences"]]
-    calibration = train_blocks[: options["calibration_sequences"], :-1]
+    splits = lm_splits(options)
+    train_blocks, val_blocks = splits.train, splits.validation[: options["eval_sequences"]]
+    calibration = splits.search[: options["calibration_sequences"], :-1]  # importance never reads train
     student = build_student(options, params, teacher, path, calibration, seed)
     n_params = parameter_count(student)
     kd_settings = {"alpha": float(_setting("alpha", params, options)),
@@ -194,7 +181,7 @@ def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: Tri
     elif options["distill"] == "offline":
         from efficient_search.train.teacher_logits import teacher_topk_cached
 
-        digest = hashlib.sha256(f"{path}|{_key(options)}|{options['topk']}".encode()).hexdigest()[:16]
+        digest = hashlib.sha256(f"{path}|{split_key(options)}|{options['topk']}".encode()).hexdigest()[:16]
         kd = Distillation(topk=teacher_topk_cached(path, train_blocks, k=options["topk"], key=digest),
                           **kd_settings)
     else:
@@ -230,7 +217,8 @@ PRETRAIN = register_task(
         default_metric="val_loss",
         default_space="pretrain",
         options={"model": "tiny-shakespeare", "text": "shakespeare", "files": None,
-                 "max_chars": TINY_TEXT_CHARS, "val_fraction": TINY_VAL_FRACTION, "seq_len": 128,
+                 "max_chars": TINY_TEXT_CHARS, "val_fraction": TINY_VAL_FRACTION, "search_fraction": 0.05,
+                 "seq_len": 128,
                  "init": "random", "student": None, "recipe": None, "student_model": None, "searched": None,
                  "distill": "none", "alpha": 0.3, "beta": 0.7, "temperature": 10.0, "kd_kind": "forward_kl",
                  "topk": 32, "max_tokens": 200_000, "batch_size": 8, "grad_accum": 1, "grad_clip": 1.0,
@@ -239,7 +227,7 @@ PRETRAIN = register_task(
                  "eval_sequences": 32, "calibration_sequences": 8},
         positive_options=("max_chars", "seq_len", "topk", "max_tokens", "batch_size", "grad_accum", "reports",
                           "eval_sequences", "calibration_sequences"),
-        fraction_options=("val_fraction",),
+        fraction_options=("val_fraction", "search_fraction"),
         check=check_options,
         zero3=True,
     )

@@ -2,9 +2,12 @@
 
 A trial extracts the sub-network its configuration describes from a pretrained super-network
 (:mod:`efficient_search.tasks.supernets`), measures its perplexity on held-out text before any
-training, and reports it with the analytic parameter count and forward FLOPs. The held-out text
-is the last ``val_fraction`` of the chosen corpus; the calibration batch that ranks units for the
-``importance`` ordering comes from its start, so the two never overlap.
+training, and reports it with the analytic parameter count and forward FLOPs. The text is cut as
+the ``pretrain`` task cuts it (:mod:`efficient_search.tasks.lm_splits`): by default (``split:
+search``) the search selects on ``search`` windows, the same split the calibration batch that
+ranks units for the ``importance`` ordering comes from, so a student pretrained from the chosen
+sub-network is measured on ``validation`` text the search never read. ``split: validation``
+scores on the validation tail instead (for studies of the search itself, not for selection).
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from efficient_search.subnetwork import (
 )
 from efficient_search.subnetwork.importance import rank
 from efficient_search.tasks import Task, register_task
-from efficient_search.tasks.lm_eval import mean_token_loss, perplexity, token_windows
+from efficient_search.tasks.lm_eval import mean_token_loss, perplexity
+from efficient_search.tasks.lm_splits import lm_splits
 from efficient_search.tasks.supernets import (
     TINY_TEXT_CHARS,
     TINY_VAL_FRACTION,
@@ -37,7 +41,7 @@ from efficient_search.tasks.texts import corpus
 from efficient_search.train.session import TrialSession
 
 ORDERS = ("importance", "first-k")
-TEXT_CHARS = TINY_TEXT_CHARS
+SPLITS = ("search", "validation")
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -47,21 +51,21 @@ def check_options(options: Mapping[str, Any]) -> None:
             f"`task_options.order` must be one of {', '.join(ORDERS)}, but got {options['order']!r}. "
             "Fix: order: importance."
         )
+    if options["split"] not in SPLITS:
+        raise ValueError(f"`task_options.split` must be one of {', '.join(SPLITS)}, but got "
+                         f"{options['split']!r}. Fix: split: search.")
     corpus(options["text"], 1)  # unknown names raise with the valid ones
-    if (options["model"], options["text"]) == ("tiny-shakespeare", "shakespeare") and \
-            options["val_fraction"] < TINY_VAL_FRACTION:
+    if not options["search_fraction"] < 1 - options["val_fraction"]:
+        raise ValueError(f"`task_options.search_fraction` {options['search_fraction']} + val_fraction "
+                         f"{options['val_fraction']} must stay below 1. Fix: e.g. 0.05 and 0.1.")
+    if (options["model"], options["text"], options["split"]) == ("tiny-shakespeare", "shakespeare", "validation") \
+            and (options["val_fraction"] < TINY_VAL_FRACTION or options["max_chars"] != TINY_TEXT_CHARS):
         raise ValueError(
-            f"`task_options.val_fraction` {options['val_fraction']} would measure 'tiny-shakespeare' "
-            f"on text it was trained on (it holds out the last {TINY_VAL_FRACTION:.0%} of the plays). "
-            f"Fix: val_fraction >= {TINY_VAL_FRACTION}."
+            f"`task_options.val_fraction` {options['val_fraction']} / max_chars {options['max_chars']} would "
+            f"measure 'tiny-shakespeare' on text it was trained on (it holds out the last "
+            f"{TINY_VAL_FRACTION:.0%} of {TINY_TEXT_CHARS:,} characters of the plays). Fix: val_fraction >= "
+            f"{TINY_VAL_FRACTION}, max_chars: {TINY_TEXT_CHARS}."
         )
-
-
-def split_text(options: Mapping[str, Any]) -> tuple[str, str]:
-    """(calibration text, held-out text) of the chosen corpus."""
-    text = corpus(options["text"], TEXT_CHARS)
-    cut = int(len(text) * (1 - options["val_fraction"]))
-    return text[:cut], text[cut:]
 
 
 def option_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -70,14 +74,19 @@ def option_key(options: Mapping[str, Any]) -> tuple[Any, ...]:
 
 @lru_cache(maxsize=4)
 def _windows(path: str, key: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(calibration windows, scored windows), each (N, seq_len + 1), from the task's splits."""
     options = dict(key)
-    _, tokenizer = load_supernet(path)
-    calibration, held_out = split_text(options)
-    seq_len = options["seq_len"]
-    # Calibration windows come from the head of the corpus, held-out ones from its tail.
-    return (token_windows(tokenizer, calibration[: 200 * seq_len * options["calibration_sequences"]],
-                          seq_len, options["calibration_sequences"]),
-            token_windows(tokenizer, held_out, seq_len, options["eval_sequences"]))
+    splits = lm_splits(options)
+    n_cal, n_eval = options["calibration_sequences"], options["eval_sequences"]
+    calibration = splits.search[:n_cal]
+    scored = splits.search[n_cal:n_cal + n_eval] if options["split"] == "search" \
+        else splits.validation[:n_eval]
+    if len(calibration) < n_cal or len(scored) < n_eval:
+        raise ValueError(f"The {options['split']} split of {options['max_chars']:,} characters holds too few "
+                         f"blocks of {options['seq_len'] + 1} tokens for calibration_sequences {n_cal} and "
+                         f"eval_sequences {n_eval}. Fix: a larger search_fraction or max_chars, or fewer "
+                         "sequences.")
+    return calibration, scored
 
 
 @lru_cache(maxsize=4)
@@ -90,7 +99,7 @@ def importance_of(path: str, key: tuple[Any, ...]) -> Importance:
 
 def evaluate_subnetwork(params: Mapping[str, Any], options: Mapping[str, Any],
                         session: TrialSession, seed: int) -> None:
-    """Extract the configured sub-network and report its held-out perplexity."""
+    """Extract the configured sub-network and report its perplexity on the scored windows."""
     from efficient_search.search_spaces.subnetwork import subnetwork_from_config
 
     started = time.perf_counter()
@@ -121,11 +130,11 @@ SUBNETWORK = register_task(
         metrics={"val_perplexity": "min", "val_loss": "min", "params": "min"},
         default_metric="val_perplexity",
         default_space="subnetwork",
-        options={"model": "tiny-shakespeare", "text": "shakespeare", "order": "importance",
-                 "seq_len": 128, "eval_sequences": 32, "calibration_sequences": 8,
-                 "batch_size": 8, "val_fraction": 0.1},
-        positive_options=("seq_len", "eval_sequences", "calibration_sequences", "batch_size"),
-        fraction_options=("val_fraction",),
+        options={"model": "tiny-shakespeare", "text": "shakespeare", "order": "importance", "split": "search",
+                 "seq_len": 128, "eval_sequences": 32, "calibration_sequences": 8, "batch_size": 8,
+                 "max_chars": TINY_TEXT_CHARS, "val_fraction": TINY_VAL_FRACTION, "search_fraction": 0.05},
+        positive_options=("seq_len", "eval_sequences", "calibration_sequences", "batch_size", "max_chars"),
+        fraction_options=("val_fraction", "search_fraction"),
         check=check_options,
     )
 )
