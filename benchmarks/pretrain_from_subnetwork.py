@@ -65,7 +65,8 @@ TOPK = 32
 
 def split_options(args: argparse.Namespace) -> dict[str, Any]:
     """The text options every search and run shares: one layout of the three splits."""
-    return {"model": args.teacher, "text": "shakespeare", "max_chars": args.max_chars, "seq_len": args.seq_len,
+    return {"model": args.teacher, "text": "shakespeare", "max_chars": args.max_chars,
+            "seq_len": args.seq_len,
             "val_fraction": 0.1, "search_fraction": 0.05, "calibration_sequences": 8}
 
 
@@ -154,7 +155,8 @@ def measure_teacher(args: argparse.Namespace) -> dict[str, float]:
     dims = SuperDims.from_config(teacher.config)
     params = parameter_count(teacher)
     loss = mean_token_loss(teacher, splits.validation[: args.eval_sequences], batch_size=args.batch_size)
-    return {"params": float(params), "params_without_embeddings": float(params - dims.vocab_size * dims.n_embd),
+    return {"params": float(params),
+            "params_without_embeddings": float(params - dims.vocab_size * dims.n_embd),
             "val_loss": loss, "train_tokens": float(splits.train[:, :-1].numel()),
             "search_tokens": float(splits.search[:, :-1].numel()),
             "validation_tokens": float(splits.validation[:, :-1].numel())}
@@ -176,7 +178,8 @@ def searched_summary(store: ParquetStore, experiment: str, dims: SuperDims, seq_
     head = 2 * dims.vocab_size * n_embd
     return {"search_perplexity": float(best["metric.val_perplexity"]), "params": params,
             "params_without_embeddings": params - dims.vocab_size * n_embd, "n_embd": n_embd,
-            "layer_flops_per_token": count_flops(dims, sub, seq_len) / seq_len - head, "evaluations": len(rows)}
+            "layer_flops_per_token": count_flops(dims, sub, seq_len) / seq_len - head,
+            "evaluations": len(rows)}
 
 
 def spread(values: pd.Series) -> str:
@@ -200,7 +203,8 @@ def plot(curves: dict[int, dict[str, pd.DataFrame]], targets: dict[int, float], 
         for i, (label, curve) in enumerate(runs.items()):
             alpha, tag = (1.0, label) if seed == min(curves) else (0.35, None)
             later = curve.iloc[1:]
-            by_tokens.plot(later["tokens"], later["val_loss"], color=f"C{i}", alpha=alpha, label=tag, marker=".")
+            by_tokens.plot(later["tokens"], later["val_loss"], color=f"C{i}", alpha=alpha, label=tag,
+                           marker=".")
             by_compute.plot(later["compute"], later["val_loss"], color=f"C{i}", alpha=alpha, label=tag)
         by_tokens.axhline(targets[seed], color="grey", linewidth=0.8, linestyle="--")
     for ax in (by_tokens, by_compute):
@@ -222,7 +226,7 @@ def plot_ratios(by_budget: pd.DataFrame, quick: bool) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
-    for ax, column in zip(axes, ("tokens_ratio", "compute_ratio")):
+    for ax, column in zip(axes, ("tokens_ratio", "compute_ratio"), strict=True):
         for i, (label, part) in enumerate(by_budget.groupby("method", sort=False)):
             finite = part.replace([np.inf], np.nan)
             med = finite.groupby("budget_fraction")[column].median()
@@ -251,7 +255,8 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=None, help="evaluations per run")
     parser.add_argument("--search-evals", type=int, default=None, help="sub-networks each search evaluates")
     parser.add_argument("--budgets", default=None,
-                        help="parameter shares searched, the first one trained (default 0.10,0.25; quick 0.10)")
+                        help="parameter shares searched, the first one trained "
+                             "(default 0.10,0.25; quick 0.10)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -272,8 +277,9 @@ def main() -> None:
     ray.init(num_cpus=2, log_to_driver=False)
     teacher = measure_teacher(args)
     dims = SuperDims.from_config(load_supernet(str(resolve_supernet(args.teacher)))[0].config)
-    print(f"teacher {args.teacher}: {teacher['params']:,.0f} parameters ({teacher['params_without_embeddings']:,.0f} "
-          f"without embeddings), validation loss {teacher['val_loss']:.4f}; splits: train "
+    print(f"teacher {args.teacher}: {teacher['params']:,.0f} parameters "
+          f"({teacher['params_without_embeddings']:,.0f} without embeddings), validation loss "
+          f"{teacher['val_loss']:.4f}; splits: train "
           f"{teacher['train_tokens']:,.0f} / search {teacher['search_tokens']:,.0f} / validation "
           f"{teacher['validation_tokens']:,.0f} tokens; budget {args.max_tokens:,} tokens per run, "
           f"{args.seeds} seed(s), KD {args.kd}", flush=True)
@@ -323,10 +329,13 @@ def main() -> None:
     by_budget = pd.DataFrame([
         {"seed": seed, "budget_fraction": fraction, "method": label,
          "tokens_ratio": ratio_at(runs, label, fraction * float(runs["random"]["tokens"].iloc[-1])),
-         "compute_ratio": ratio_at(runs, label, fraction * float(runs["random"]["tokens"].iloc[-1]), "compute")}
-        for seed, runs in curves.items() for fraction in BUDGET_FRACTIONS for label in METHODS if label != "random"
+         "compute_ratio": ratio_at(runs, label, fraction * float(runs["random"]["tokens"].iloc[-1]),
+                                   "compute")}
+        for seed, runs in curves.items() for fraction in BUDGET_FRACTIONS
+        for label in METHODS if label != "random"
     ])
-    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.4g}".format):
+    with pd.option_context("display.width", 200, "display.max_columns", 30,
+                           "display.float_format", "{:.4g}".format):
         print("\nsearches (perplexity of the inherited weights on search windows):")
         print(searched.to_string(index=False))
         print("\nruns:")
@@ -358,8 +367,9 @@ def main() -> None:
     record(args.store, NAME, [("runs", table), ("summary", summary.reset_index()), ("by_budget", by_budget),
                               ("searches", searched), ("law", law_table), ("context", context)], args.quick)
     if not args.quick:
-        for part, frame in (("summary", summary.reset_index()), ("runs", table), ("by_budget", budget_summary),
-                            ("searches", searched), ("law", law_table), ("context", context)):
+        for part, frame in (("summary", summary.reset_index()), ("runs", table),
+                            ("by_budget", budget_summary), ("searches", searched), ("law", law_table),
+                            ("context", context)):
             frame.to_csv(RESULTS_DIR / f"{NAME}_{part}.csv", index=False, float_format="%.5g")
     subnet = table[table["method"] == "searched+KD"]
     figures = {

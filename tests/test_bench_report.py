@@ -108,7 +108,8 @@ def test_missing_summary_says_no_full_run_yet(tree: tuple[Path, Path]) -> None:
     (results / "hpo_suite_lcbench_summary.csv").unlink()
     assert run(readme, results) == 0
     text = readme.read_text(encoding="utf-8")
-    assert "_No full run committed yet: `python benchmarks/hpo_suite.py --scenario lcbench --seeds 3` writes" in text
+    assert ("_No full run committed yet: `python benchmarks/hpo_suite.py --scenario lcbench --seeds 3` "
+            "writes") in text
     assert run(readme, results, "--check") == 0
     write_summary(results, "lcbench", {"random": 0.05, "bohb": 0.03})
     assert run(readme, results, "--check") == 1  # the run arrived: README must be regenerated

@@ -179,7 +179,8 @@ def test_named_spaces_read_the_super_network(tiny_model) -> None:
         ({"split": "validation", "val_fraction": 0.05},
          r"would measure 'tiny-shakespeare' on text it was trained on"),
         ({"split": "test"}, r"`task_options.split` must be one of search, validation, but got 'test'"),
-        ({"search_fraction": 0.9}, r"`task_options.search_fraction` 0.9 \+ val_fraction 0.1 must stay below 1"),
+        ({"search_fraction": 0.9},
+         r"`task_options.search_fraction` 0.9 \+ val_fraction 0.1 must stay below 1"),
     ],
 )
 def test_bad_task_options_fail_before_any_trial(tmp_path, options, pattern) -> None:

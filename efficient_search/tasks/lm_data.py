@@ -11,8 +11,8 @@ the lines, in order and never shuffled, into up to three disjoint contiguous spl
 
 Each split is tokenized and packed on its own into blocks of ``seq_len + 1`` tokens (inputs and
 next-token targets), so no block straddles two splits. The layout is positional, not random: the
-same files and fractions give the same splits whatever the seed. Corpora shipped by packages are first written to local
-text files, so the same loader serves them and a user's own files.
+same files and fractions give the same splits whatever the seed. Corpora shipped by packages are
+first written to local text files, so the same loader serves them and a user's own files.
 """
 
 from __future__ import annotations

@@ -44,7 +44,8 @@ def _load(key: str) -> Splits:
     _, tokenizer = load_supernet(str(resolve_supernet(options["model"])))
     files = options["files"] or corpus_files(options["text"], cache_root() / "corpora", options["max_chars"])
     splits = packed_splits(files, tokenizer, options["seq_len"], options["val_fraction"],
-                           cache_dir=str(cache_root() / "datasets"), search_fraction=options["search_fraction"])
+                           cache_dir=str(cache_root() / "datasets"),
+                           search_fraction=options["search_fraction"])
     return Splits(*(splits[name][:]["input_ids"] for name in ("train", "search", "validation")))
 
 

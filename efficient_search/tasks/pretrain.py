@@ -4,11 +4,11 @@ Text comes from local files through ``datasets`` (a named corpus is written to f
 tokenized with the teacher's tokenizer and packed into blocks of ``seq_len + 1`` tokens, in three
 disjoint splits (:mod:`efficient_search.tasks.lm_splits`): the student trains on ``train``, is
 measured on the tail ``val_fraction`` (``validation``), and the ``search_fraction`` between them is
-the only text importance estimation (``init: importance``) and a ``subnetwork`` search read. The student starts as ``init`` says (see
-:mod:`efficient_search.tasks.students`) and learns from the labels alone (``distill: none``), from
-a frozen copy of the teacher in each worker (``online``) or from the teacher's top-k logits
-computed once (``offline``). Hyperparameters come from the trial's configuration where it has
-them, else from the options, else from the ``recipe``.
+the only text importance estimation (``init: importance``) and a ``subnetwork`` search read. The
+student starts as ``init`` says (see :mod:`efficient_search.tasks.students`) and learns from the
+labels alone (``distill: none``), from a frozen copy of the teacher in each worker (``online``)
+or from the teacher's top-k logits computed once (``offline``). Hyperparameters come from the
+trial's configuration where it has them, else from the options, else from the ``recipe``.
 
     task: pretrain
     task_options: {model: tiny-shakespeare, init: first-k, student: {n_layer: 3, n_embd: 64},
@@ -21,8 +21,6 @@ import hashlib
 import os
 from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 from efficient_search.reference import get_recipe
 from efficient_search.tasks import Task, register_task
@@ -87,9 +85,9 @@ def check_options(options: Mapping[str, Any]) -> None:
             raise ValueError(f"`task_options.{name}` must be a number {'>=' if inclusive else '>'} {low}"
                              f"{bound}, but got {value!r}.")
     if not options["search_fraction"] < 1 - options["val_fraction"]:
-        raise ValueError(f"`task_options.search_fraction` {options['search_fraction']} leaves no training text "
-                         f"beside val_fraction {options['val_fraction']}. Fix: search_fraction + val_fraction "
-                         "< 1, e.g. 0.05 and 0.1.")
+        raise ValueError(f"`task_options.search_fraction` {options['search_fraction']} leaves no training "
+                         f"text beside val_fraction {options['val_fraction']}. Fix: search_fraction + "
+                         "val_fraction < 1, e.g. 0.05 and 0.1.")
     check_int("task_options.warmup_steps", options["warmup_steps"], min=0, optional=True,
               expected="an int >= 0 or null")
     if options["recipe"] is not None:

@@ -58,7 +58,8 @@ def check_options(options: Mapping[str, Any]) -> None:
     if not options["search_fraction"] < 1 - options["val_fraction"]:
         raise ValueError(f"`task_options.search_fraction` {options['search_fraction']} + val_fraction "
                          f"{options['val_fraction']} must stay below 1. Fix: e.g. 0.05 and 0.1.")
-    if (options["model"], options["text"], options["split"]) == ("tiny-shakespeare", "shakespeare", "validation") \
+    tiny_validation = ("tiny-shakespeare", "shakespeare", "validation")
+    if (options["model"], options["text"], options["split"]) == tiny_validation \
             and (options["val_fraction"] < TINY_VAL_FRACTION or options["max_chars"] != TINY_TEXT_CHARS):
         raise ValueError(
             f"`task_options.val_fraction` {options['val_fraction']} / max_chars {options['max_chars']} would "
