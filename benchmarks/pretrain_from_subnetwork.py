@@ -67,7 +67,7 @@ def split_options(args: argparse.Namespace) -> dict[str, Any]:
     """The text options every search and run shares: one layout of the three splits."""
     return {"model": args.teacher, "text": "shakespeare", "max_chars": args.max_chars,
             "seq_len": args.seq_len,
-            "val_fraction": 0.1, "search_fraction": 0.05, "calibration_sequences": 8}
+            "val_fraction": 0.1, "search_fraction": 0.05, "calibration_sequences": args.calibration}
 
 
 def device_settings(device: str) -> dict[str, Any]:
@@ -265,12 +265,13 @@ def main() -> None:
     args.kd = args.kd or ("online" if args.device == "cuda" else "offline")
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.max_tokens = args.max_tokens or (16_000 if args.quick else 250_000)
-    args.max_chars = args.max_chars or (110_000 if args.quick else 960_000)
-    args.reports = args.reports or (4 if args.quick else 16)
+    args.max_chars = args.max_chars or (80_000 if args.quick else 960_000)
+    args.reports = args.reports or (3 if args.quick else 16)
     args.search_evals = args.search_evals or (4 if args.quick else 30)
     args.budgets = args.budgets or ("0.10" if args.quick else "0.10,0.25")
     args.eval_sequences = 16 if args.quick else 48
     args.search_sequences = 4 if args.quick else 16
+    args.calibration = 4 if args.quick else 8
     shares = [float(s) for s in args.budgets.split(",")]
     tag = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
     started = time.perf_counter()
@@ -296,7 +297,7 @@ def main() -> None:
         source = {"store": args.store, "experiment": names[shares[0]], "trial": "best",
                   "max_params": shares[0] * teacher["params"]}
         runs = pretrain_runs(args, tag, seed, source)
-        importance = 2.0 * teacher["params"] * 8 * args.seq_len  # one forward on the calibration batch
+        importance = 2.0 * teacher["params"] * args.calibration * args.seq_len  # one calibration forward
         overheads = {"searched+KD": trained["search_flops"] + importance, "importance+KD": importance}
         curves[seed], infos = {}, {}
         for label, name in runs.items():
