@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import ray
 from _common import RESULTS_DIR, print_result, record, save_figure  # benchmarks/ is on sys.path when run
+from _gpu import run_settings
 from _pretrain_ratios import law_extrapolation, ratio_at, tokens_to_reach, vocabulary_costs
 
 import efficient_search as es
@@ -70,15 +71,6 @@ def split_options(args: argparse.Namespace) -> dict[str, Any]:
             "val_fraction": 0.1, "search_fraction": 0.05, "calibration_sequences": args.calibration}
 
 
-def device_settings(device: str) -> dict[str, Any]:
-    """Resources and task options of a pretraining run on ``device``."""
-    if device == "cpu":
-        return {"resources": {"num_workers": 0, "cpus_per_worker": 2}, "task_options": {}}
-    from _gpu import run_settings
-
-    return run_settings(device)
-
-
 def search(args: argparse.Namespace, tag: str, seed: int, share: float, teacher_params: int) -> str:
     """One evolutionary sub-network search (75-100 % of ``share`` of the teacher); its experiment."""
     name = f"bench-{NAME}-{tag}-s{seed}-search{round(share * 100)}"
@@ -107,7 +99,7 @@ def pretrain_runs(args: argparse.Namespace, tag: str, seed: int, source: dict[st
     config, _ = searched_trial(source, str(resolve_supernet(args.teacher)))
     shape = {k: v for k, v in config.items() if k != "layer_order"}  # first-k keeps the first layers
     print(f"seed {seed}: searched student {config}", flush=True)
-    settings = device_settings(args.device)
+    settings = run_settings(args.device)
     names = {}
     for label, (init, distill) in METHODS.items():
         name = f"bench-{NAME}-{tag}-s{seed}-{label.replace('+', '-').lower()}"
@@ -162,21 +154,21 @@ def measure_teacher(args: argparse.Namespace) -> dict[str, float]:
             "validation_tokens": float(splits.validation[:, :-1].numel())}
 
 
-def searched_summary(store: ParquetStore, experiment: str, dims: SuperDims, seq_len: int) -> dict[str, Any]:
+def searched_summary(store: ParquetStore, experiment: str, dims: SuperDims, seq_len: int,
+                     teacher_path: str) -> dict[str, Any]:
     """The best sub-network of a search: its perplexity on search windows and its sizes."""
     from efficient_search.search_spaces.subnetwork import subnetwork_from_config
 
     rows = store.results(experiment)
     rows = rows[rows["status"] == RUNNING].dropna(subset=["metric.val_perplexity"])
-    best = rows.sort_values("metric.val_perplexity").iloc[0]
-    config = {c.removeprefix("config."): best[c] for c in rows.columns
-              if c.startswith("config.") and best[c] == best[c] and c != "config.layer_order"}
-    config = {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in config.items()}
+    source = {"store": str(store.root), "experiment": experiment, "trial": "best"}
+    config, _ = searched_trial(source, teacher_path)
+    config.pop("layer_order", None)
     sub = subnetwork_from_config(config, dims, None)
     params = count_parameters(dims, sub)
     n_embd = int(config.get("n_embd", dims.n_embd))
     head = 2 * dims.vocab_size * n_embd
-    return {"search_perplexity": float(best["metric.val_perplexity"]), "params": params,
+    return {"search_perplexity": float(rows["metric.val_perplexity"].min()), "params": params,
             "params_without_embeddings": params - dims.vocab_size * n_embd, "n_embd": n_embd,
             "layer_flops_per_token": count_flops(dims, sub, seq_len) / seq_len - head,
             "evaluations": len(rows)}
@@ -290,7 +282,8 @@ def main() -> None:
         names = {share: search(args, tag, seed, share, int(teacher["params"])) for share in shares}
         for share, name in names.items():
             searches.append({"seed": seed, "budget_share": share,
-                             **searched_summary(store, name, dims, args.seq_len),
+                             **searched_summary(store, name, dims, args.seq_len,
+                                                str(resolve_supernet(args.teacher))),
                              "search_flops": search_flops(store, name, args.search_sequences)})
             print(f"seed {seed}: search at {share:.0%}: {searches[-1]}", flush=True)
         trained = searches[-len(shares)]
