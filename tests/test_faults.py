@@ -50,12 +50,6 @@ def check_kill_and_resume(tmp_path: Path, searcher: str, scheduler: str, concurr
     return report
 
 
-def test_evolution_with_asha_survives_a_driver_kill(tmp_path: Path) -> None:
-    check_kill_and_resume(tmp_path, "evolution", "asha", 1, [4], num_samples=4,
-                          task_options={"epochs": 2}, searcher_options={"population_size": 2},
-                          scheduler_options={"max_t": 2, "grace_period": 1})
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("searcher", "scheduler", "concurrency", "options"), [
     ("evolution", "asha", 1, {"searcher_options": {"population_size": 3},
@@ -123,6 +117,7 @@ def test_pending_pauses_saved_by_ray_are_dropped_before_a_restore(tmp_path: Path
         drop_pending_pauses(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_stale_pause_saved_by_ray_does_not_strand_a_restored_trial(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray saves the PAUSE a trial was saving for when the driver died and applies it after the

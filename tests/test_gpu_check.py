@@ -27,6 +27,7 @@ def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return importlib.import_module("gpu_mfu")
 
 
+@pytest.mark.slow
 def test_cpu_path_trains_on_a_ray_train_worker_and_prints_a_result(tmp_path: Path) -> None:
     store = tmp_path / "store"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

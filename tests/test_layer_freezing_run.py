@@ -66,6 +66,7 @@ def test_trials_climb_the_trainable_layer_rungs(tmp_path, promotion: str) -> Non
     assert set(rows.loc[rows["status"] != "RUNNING", "status"]) == {"TERMINATED"}
 
 
+@pytest.mark.slow
 def test_restore_after_a_crash_keeps_the_rungs(tmp_path) -> None:
     straight = ladder(es.run(spec(tmp_path, "freeze-straight", "continue")).results())
 

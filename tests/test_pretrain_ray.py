@@ -71,6 +71,7 @@ def check_paused_and_resumed(tmp_path: Path, name: str, result: es.RunResult, pa
     assert rows["metric.val_loss"].iloc[-1] < rows["metric.init_val_loss"].iloc[0]
 
 
+@pytest.mark.slow
 def test_ddp_distillation_resumes_after_a_pause(tmp_path: Path) -> None:
     pauser = PauseOnce()
     result = es.run(spec(tmp_path, "pretrain-ddp-paused", "ddp", pauser))
