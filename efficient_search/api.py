@@ -274,7 +274,7 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
                 max_concurrent_trials=(spec.max_concurrent_trials
                                        if isinstance(searcher, Searcher) else None),
                 time_budget_s=spec.time_budget_s,
-                reuse_actors=False,
+                reuse_actors=spec.reuse_actors,
             ),
             run_config=tune.RunConfig(
                 name=spec.name,

@@ -170,6 +170,10 @@ class ExperimentSpec:
     process); its Ray Train worker group gets as many retries of its own."""
     verbose: int = 1
     """Ray Tune's progress output: 0 silent, 1 status tables, 2 and 3 more detail."""
+    reuse_actors: bool = False
+    """Run later trials in the processes of finished ones, keeping what a process caches (a loaded
+    super-network, its importance ranking): for many short trials of one task, e.g. a
+    ``subnetwork`` search. Trials must keep no state outside their checkpoints."""
 
     def __post_init__(self) -> None:
         if isinstance(self.resources, Mapping):
@@ -192,8 +196,9 @@ class ExperimentSpec:
         if self.storage_path is not None and not isinstance(self.storage_path, str):
             raise type_error("storage_path", self.storage_path, "a string", "/tmp/ray")
         check_int("verbose", self.verbose, min=0, max=3, expected="0, 1, 2 or 3")
-        if not isinstance(self.resume, bool):
-            raise type_error("resume", self.resume, "true or false", "true")
+        for name in ("resume", "reuse_actors"):
+            if not isinstance(getattr(self, name), bool):
+                raise type_error(name, getattr(self, name), "true or false", "true")
         for name in ("searcher", "scheduler"):
             value = getattr(self, name)
             if not isinstance(value, str) and isinstance(value, (int, float, Mapping, list)):

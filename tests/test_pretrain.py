@@ -128,6 +128,36 @@ def test_a_resumed_run_reports_what_the_uninterrupted_run_reported() -> None:
         whole.cleanup()
 
 
+def test_checkpoints_every_kth_report_and_at_the_end() -> None:
+    session = train(options(init="random", reports=4, checkpoint_every=3))
+    try:
+        assert [m["fidelity/step"] for m, _ in session.reports] == [5, 10, 15, 20]
+        assert [folder is not None for _, folder in session.reports] == [False, False, True, True]
+    finally:
+        session.cleanup()
+
+
+def test_eval_split_search_scores_the_search_blocks_after_calibration() -> None:
+    from efficient_search.tasks.lm_splits import lm_splits, scored_blocks
+
+    runs = {}
+    for split in ("validation", "search"):
+        session = train(options(init="random", eval_split=split, calibration_sequences=2))
+        runs[split] = [m for m, _ in session.reports]
+        session.cleanup()
+    # Same training (data, order, start); only the scored blocks differ.
+    assert [m["train_loss"] for m in runs["search"]] == [m["train_loss"] for m in runs["validation"]]
+    assert runs["search"][-1]["val_loss"] != pytest.approx(runs["validation"][-1]["val_loss"], abs=1e-4)
+    splits = lm_splits(options())
+    scored = scored_blocks(splits, "search", 2, 8)
+    assert torch.equal(scored, splits.search[2:10])
+    with pytest.raises(ValueError, match=r"`task_options.eval_split` search holds \d+ blocks after the 2 "
+                                         r"calibration ones, fewer than eval_sequences 100000"):
+        train(options(init="random", eval_split="search", calibration_sequences=2, eval_sequences=100_000))
+    with pytest.raises(ValueError, match=r"`task_options.eval_split` must be one of search, validation"):
+        options(eval_split="test")
+
+
 @pytest.fixture(scope="module")
 def small_text(tmp_path_factory: pytest.TempPathFactory) -> str:
     """About 8 KB of text the teacher never saw (distilling from precomputed top-k over all of it)."""

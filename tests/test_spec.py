@@ -60,6 +60,7 @@ def test_yaml_and_json_files_load_into_the_same_spec(tmp_path) -> None:
          r"`mode` \['min'\] needs one entry per metric"),
         ({"metric": "val_loss", "mode": ["min", "max"]}, ValueError, r"`mode` is a list"),
         ({"mode": "maximise"}, ValueError, r"`mode` must be 'min' or 'max'"),
+        ({"reuse_actors": "yes"}, TypeError, r"`reuse_actors` must be true or false, but got 'yes'"),
     ],
 )
 def test_bad_spec_fields_name_the_field_the_value_and_the_fix(fields, error, pattern) -> None:
@@ -178,3 +179,24 @@ def test_resuming_under_another_search_space_is_refused(tmp_path) -> None:
         check_same_space(store, "exp", describe_space(changed))
     assert describe_space({"x": tune.grid_search([1, 2])}) is None  # grids have no axes to compare
     check_same_space(store, "new", describe_space(changed))  # nothing recorded yet
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_reused_trial_processes_give_the_same_results(tmp_path) -> None:
+    """``reuse_actors`` runs later trials in the processes of finished ones (what they cache stays
+    loaded) and changes no result."""
+    import efficient_search as es
+
+    pids, scores = {}, {}
+    for reuse in (False, True):
+        result = es.run({"name": f"reuse-{reuse}", "task": "digits", "task_options": {"epochs": 1},
+                         "search_space": {"lr": {"grid": [0.05, 0.1]}, "depth": 1, "width": 8,
+                                          "batch_size": 64},
+                         "num_samples": 1, "reuse_actors": reuse, "max_concurrent_trials": 1,
+                         "resources": {"num_workers": 0, "cpus_per_worker": 1},
+                         "store": str(tmp_path / "store"), "verbose": 0})
+        assert len(result.grid) == 2 and not result.grid.errors
+        pids[reuse] = {r.metrics["pid"] for r in result.grid}
+        scores[reuse] = sorted(r.metrics[result.metric.removeprefix("metric.")] for r in result.grid)
+    assert len(pids[True]) == 1 and len(pids[False]) == 2
+    assert scores[True] == pytest.approx(scores[False])

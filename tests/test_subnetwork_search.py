@@ -290,3 +290,4 @@ def test_smollm2_is_converted_once_and_loads_as_a_local_llama(tmp_path, monkeypa
     dims = SuperDims.from_config(model.config)
     assert (dims.n_layer, dims.n_embd, dims.n_heads, dims.n_query_groups) == (30, 576, 9, 3)
     assert resolve_supernet("smollm2-135m") == path  # cached: no second conversion
+

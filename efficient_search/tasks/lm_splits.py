@@ -33,6 +33,21 @@ class Splits(NamedTuple):
     validation: torch.Tensor
 
 
+#: Where a task may score: the held-out ``validation`` blocks, or ``search`` blocks (for selection).
+SCORED_SPLITS = ("search", "validation")
+
+
+def scored_blocks(splits: Splits, split: str, calibration: int, count: int) -> torch.Tensor:
+    """Up to ``count`` blocks to score on: ``validation``'s first, or the ``search`` blocks after the
+    first ``calibration`` (those importance estimation reads), so selection never scores on them."""
+    if split not in SCORED_SPLITS:
+        raise ValueError(f"A task scores on one of {', '.join(SCORED_SPLITS)}, but got {split!r}. "
+                         "Fix: validation (held out) or search (to select on).")
+    if split == "validation":
+        return splits.validation[:count]
+    return splits.search[calibration:calibration + count]
+
+
 def split_key(options: Mapping[str, Any]) -> str:
     """The options that decide the splits, as one JSON string (a cache key)."""
     return json.dumps({k: options.get(k) for k in SPLIT_OPTIONS}, sort_keys=True)

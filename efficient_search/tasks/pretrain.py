@@ -4,11 +4,15 @@ Text comes from local files through ``datasets`` (a named corpus is written to f
 tokenized with the teacher's tokenizer and packed into blocks of ``seq_len + 1`` tokens, in three
 disjoint splits (:mod:`efficient_search.tasks.lm_splits`): the student trains on ``train``, is
 measured on the tail ``val_fraction`` (``validation``), and the ``search_fraction`` between them is
-the only text importance estimation (``init: importance``) and a ``subnetwork`` search read. The
+the only text importance estimation (``init: importance``) and a ``subnetwork`` search read
+(``eval_split: search`` measures there instead, after the calibration blocks, to select settings
+such as a KD temperature without reading ``validation``). The
 student starts as ``init`` says (see :mod:`efficient_search.tasks.students`) and learns from the
 labels alone (``distill: none``), from a frozen copy of the teacher in each worker (``online``)
 or from the teacher's top-k logits computed once (``offline``). Hyperparameters come from the
 trial's configuration where it has them, else from the options, else from the ``recipe``.
+Every ``checkpoint_every``-th report (and the last) saves a checkpoint; a trial paused or failed
+in between resumes from the one before.
 
     task: pretrain
     task_options: {model: tiny-shakespeare, init: first-k, student: {n_layer: 3, n_embd: 64},
@@ -24,7 +28,7 @@ from typing import Any
 
 from efficient_search.reference import get_recipe
 from efficient_search.tasks import Task, register_task
-from efficient_search.tasks.lm_splits import lm_splits, split_key
+from efficient_search.tasks.lm_splits import SCORED_SPLITS, lm_splits, scored_blocks, split_key
 from efficient_search.tasks.students import (
     INITS,
     build_student,
@@ -73,6 +77,7 @@ def check_options(options: Mapping[str, Any]) -> None:
     _choice(options, "distill", DISTILL)
     _choice(options, "kd_kind", KINDS)
     _choice(options, "precision", PRECISIONS)
+    _choice(options, "eval_split", SCORED_SPLITS)
     if options["schedule"] is not None:
         _choice(options, "schedule", SCHEDULES)
     for name, (low, inclusive, high) in NUMBERS.items():
@@ -167,8 +172,14 @@ def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: Tri
     path = str(resolve_supernet(options["model"]))
     teacher, tokenizer = load_supernet(path)
     splits = lm_splits(options)
-    train_blocks, val_blocks = splits.train, splits.validation[: options["eval_sequences"]]
-    calibration = splits.search[: options["calibration_sequences"], :-1]  # importance never reads train
+    n_cal, n_eval = options["calibration_sequences"], options["eval_sequences"]
+    train_blocks = splits.train
+    val_blocks = scored_blocks(splits, options["eval_split"], n_cal, n_eval)
+    if options["eval_split"] == "search" and len(val_blocks) < n_eval:
+        raise ValueError(f"`task_options.eval_split` search holds {len(val_blocks)} blocks after the "
+                         f"{n_cal} calibration ones, fewer than eval_sequences {n_eval}. Fix: a larger "
+                         "search_fraction or max_chars, or fewer eval_sequences.")
+    calibration = splits.search[:n_cal, :-1]  # importance never reads train
     student = build_student(options, params, teacher, path, calibration, seed)
     n_params = parameter_count(student)
     kd_settings = {"alpha": float(_setting("alpha", params, options)),
@@ -204,7 +215,7 @@ def pretrain(params: Mapping[str, Any], options: Mapping[str, Any], session: Tri
     fit_tokens(student, session, seed, train_blocks=train_blocks, val_blocks=val_blocks,
                budget=TokenBudget(options["max_tokens"], options["seq_len"], options["reports"]),
                optim=optim, kd=kd, n_params=n_params, teacher_params=parameter_count(teacher),
-               extra={"init": options["init"]}, export=export)
+               extra={"init": options["init"]}, export=export, checkpoint_every=options["checkpoint_every"])
 
 
 PRETRAIN = register_task(
@@ -222,9 +233,10 @@ PRETRAIN = register_task(
                  "topk": 32, "max_tokens": 200_000, "batch_size": 8, "grad_accum": 1, "grad_clip": 1.0,
                  "precision": "fp32", "lr": None, "weight_decay": None, "beta1": None, "beta2": None,
                  "schedule": None, "warmup_steps": None, "cooldown_fraction": None, "reports": 8,
-                 "eval_sequences": 32, "calibration_sequences": 8},
+                 "eval_sequences": 32, "calibration_sequences": 8, "eval_split": "validation",
+                 "checkpoint_every": 1},
         positive_options=("max_chars", "seq_len", "topk", "max_tokens", "batch_size", "grad_accum", "reports",
-                          "eval_sequences", "calibration_sequences"),
+                          "eval_sequences", "calibration_sequences", "checkpoint_every"),
         fraction_options=("val_fraction", "search_fraction"),
         check=check_options,
         zero3=True,

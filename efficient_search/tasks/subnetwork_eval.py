@@ -30,7 +30,7 @@ from efficient_search.subnetwork import (
 from efficient_search.subnetwork.importance import rank
 from efficient_search.tasks import Task, register_task
 from efficient_search.tasks.lm_eval import mean_token_loss, perplexity
-from efficient_search.tasks.lm_splits import lm_splits
+from efficient_search.tasks.lm_splits import SCORED_SPLITS, lm_splits, scored_blocks
 from efficient_search.tasks.supernets import (
     TINY_TEXT_CHARS,
     TINY_VAL_FRACTION,
@@ -41,7 +41,7 @@ from efficient_search.tasks.texts import corpus
 from efficient_search.train.session import TrialSession
 
 ORDERS = ("importance", "first-k")
-SPLITS = ("search", "validation")
+SPLITS = SCORED_SPLITS
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -80,8 +80,7 @@ def _windows(path: str, key: tuple[Any, ...]) -> tuple[torch.Tensor, torch.Tenso
     splits = lm_splits(options)
     n_cal, n_eval = options["calibration_sequences"], options["eval_sequences"]
     calibration = splits.search[:n_cal]
-    scored = splits.search[n_cal:n_cal + n_eval] if options["split"] == "search" \
-        else splits.validation[:n_eval]
+    scored = scored_blocks(splits, options["split"], n_cal, n_eval)
     if len(calibration) < n_cal or len(scored) < n_eval:
         raise ValueError(f"The {options['split']} split of {options['max_chars']:,} characters holds too few "
                          f"blocks of {options['seq_len'] + 1} tokens for calibration_sequences {n_cal} and "

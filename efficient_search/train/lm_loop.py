@@ -2,9 +2,9 @@
 
 Every rank draws its micro-batches from one seeded permutation of the packed training blocks per
 pass, indexed by the global sequence number, so a resumed run sees exactly the batches it would
-have seen. Every ``report_every`` updates the loop evaluates, writes the full training state
-(DeepSpeed shards or one file) and reports it as the checkpoint, so a paused or failed trial
-resumes from its last report.
+have seen. Every ``report_every`` updates the loop evaluates and reports; every
+``checkpoint_every``-th report (and the last) also writes the full training state (DeepSpeed
+shards or one file) as the checkpoint, so a paused or failed trial resumes from there.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def micro_batch_loss(run: Prepared, blocks: torch.Tensor, index: torch.Tensor, k
 def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_blocks: torch.Tensor,
                val_blocks: torch.Tensor, budget: TokenBudget, optim: Optimisation, kd: Distillation,
                n_params: int, teacher_params: int = 0, extra: Mapping[str, Any] | None = None,
-               export: Callable[[nn.Module, str], None] | None = None) -> None:
+               export: Callable[[nn.Module, str], None] | None = None, checkpoint_every: int = 1) -> None:
     """Train ``model`` for ``budget.max_tokens`` tokens, reporting ``budget.reports`` times.
 
     Reports ``val_loss``, ``val_perplexity``, ``init_val_loss`` (before any update),
@@ -162,7 +162,8 @@ def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_bloc
     ``cost/flops`` (6·N·D), ``cost/teacher_flops`` (2·N_teacher times the tokens the teacher read:
     the student's online, the whole training set once offline), ``cost/seconds`` and ``lr``, plus
     ``extra``. ``export(module, folder)`` adds
-    files (e.g. a ``save_pretrained`` copy) to the chief's checkpoint.
+    files (e.g. a ``save_pretrained`` copy) to the chief's checkpoint. Every ``checkpoint_every``-th
+    report and the last carry a checkpoint.
     """
     optim = Optimisation(**{**optim.__dict__, "grad_accum": effective_grad_accum(session, optim.grad_accum)})
     steps, tokens_per_step, warmup = plan_steps(budget, optim, session.world_size)
@@ -207,10 +208,12 @@ def fit_tokens(model: nn.Module, session: TrialSession, seed: int, *, train_bloc
         seconds += time.perf_counter() - started
         val_loss = mean_token_loss(run.module, val_blocks, batch_size=optim.micro_batch)
         tokens = step * tokens_per_step
-        folder = new_checkpoint_dir()
-        run.save(folder, {"step": step, "seconds": seconds, "init_val_loss": init_loss}, session)
-        if export is not None and session.is_chief:
-            export(run.module, os.path.join(folder, "model"))
+        folder = None
+        if (step // report_every) % checkpoint_every == 0 or step >= steps:
+            folder = new_checkpoint_dir()
+            run.save(folder, {"step": step, "seconds": seconds, "init_val_loss": init_loss}, session)
+            if export is not None and session.is_chief:
+                export(run.module, os.path.join(folder, "model"))
         train_loss = mean_over_ranks(sum(losses) / len(losses), session)
         metrics = {
             **(extra or {}),
