@@ -12,16 +12,22 @@ Per seed, on a local Ray (every run a real Tune trial whose rows land in the Par
 1. evolutionary sub-network searches (task ``subnetwork``, selecting on search windows) at two
    budgets, the best sub-network with 75-100 % of 10 % and of 25 % of the teacher's parameters
    (embeddings counted; counts without them are printed too);
-2. five pretraining runs of the 10 % searched shape on one token budget: random init; random +
-   KD; first-k + KD; importance-ordered + KD; searched + KD (KD: ``0.3 CE + 0.7 T^2 KL``, T = 10;
-   ``--kd offline``: the teacher's top-32 logits computed once over the training split (CPU
-   default), ``online``: the frozen teacher beside the student (GPU default)).
+2. the KD temperature, chosen on search blocks (never validation): short runs (10 % of the
+   budget) of random + KD and searched + KD at each of ``--temperatures``; random + KD takes
+   random's best, the inherited initialisations searched's;
+3. five pretraining runs on one token budget: random init; random + KD; first-k + KD, all three
+   of the 10 % searched shape; importance-ordered + KD of a *hand-chosen* shape of the same size
+   (``_hand_shapes``: widths at one grid step, depth to the size; in this search space the
+   importance-ordered student of the searched shape *is* the searched student); searched + KD
+   (KD: ``0.3 CE + 0.7 T^2 KL``; ``--kd offline``: the teacher's top-32 logits computed once
+   over the training split (CPU default), ``online``: the frozen teacher beside the student
+   (GPU default)).
 
 Figures (per seed, and the median with min-max over seeds):
 - tokens a run needs to reach random init's validation loss at 10/25/50/100 % of the budget;
 - the same in compute: the student's 6·N·D, plus the teacher's forward FLOPs on every token
-  distilled (2·N_teacher per token, offline or online alike), plus the search's evaluations
-  and importance estimation for the runs that used them;
+  distilled (2·N_teacher per token, offline or online alike), plus the search's evaluations,
+  importance estimation and the temperature selection's runs for the runs that used them;
 - tokens per parameter, and random init's fitted loss-vs-tokens law extrapolated to each run's
   final loss (an extrapolation, with the fit's error).
 
@@ -41,6 +47,7 @@ import pandas as pd
 import ray
 from _common import RESULTS_DIR, print_result, record, save_figure  # benchmarks/ is on sys.path when run
 from _gpu import run_settings
+from _hand_shapes import parameters, proportional_shape
 from _pretrain_ratios import law_extrapolation, ratio_at, tokens_to_reach, vocabulary_costs
 
 import efficient_search as es
@@ -62,13 +69,17 @@ METHODS = {  # label -> (init, distill)
     "searched+KD": ("searched", True),
 }
 TOPK = 32
+#: Which selection run's temperature each KD method takes: inherited weights take searched's.
+TEMPERATURE_FROM = {"random+KD": "random", "first-k+KD": "searched", "importance+KD": "searched",
+                    "searched+KD": "searched"}
 
 
 def split_options(args: argparse.Namespace) -> dict[str, Any]:
     """The text options every search and run shares: one layout of the three splits."""
     return {"model": args.teacher, "text": "shakespeare", "max_chars": args.max_chars,
             "seq_len": args.seq_len,
-            "val_fraction": 0.1, "search_fraction": 0.05, "calibration_sequences": args.calibration}
+            "val_fraction": 0.1, "search_fraction": args.search_fraction,
+            "calibration_sequences": args.calibration}
 
 
 def search(args: argparse.Namespace, tag: str, seed: int, share: float, teacher_params: int) -> str:
@@ -84,8 +95,50 @@ def search(args: argparse.Namespace, tag: str, seed: int, share: float, teacher_
         "metric": "val_perplexity", "mode": "min", "num_samples": args.search_evals,
         "max_concurrent_trials": 2, "resources": {"num_workers": 0, "cpus_per_worker": 1},
         "store": args.store, "seed": seed, "verbose": 0,
+        "reuse_actors": True,  # each process loads SmolLM2 and ranks its units once
     })
     return name
+
+
+def run_options(args: argparse.Namespace, init: str, distill: bool, source: dict[str, Any],
+                shape: dict[str, Any]) -> dict[str, Any]:
+    """Task options of one pretraining run (searched reads the store; the others get a shape)."""
+    options: dict[str, Any] = {**split_options(args), "init": init, "distill": args.kd if distill else "none",
+                               "topk": TOPK, "max_tokens": args.max_tokens, "reports": args.reports,
+                               "checkpoint_every": args.reports,  # the last report only
+                               "batch_size": args.batch_size, "eval_sequences": args.eval_sequences,
+                               **run_settings(args.device)["task_options"]}
+    if init == "searched":
+        options["searched"] = source
+    else:
+        options["student"] = shape
+    return options
+
+
+def select_temperature(args: argparse.Namespace, tag: str, seed: int, source: dict[str, Any],
+                       shape: dict[str, Any], teacher_params: int) -> tuple[dict[str, float], pd.DataFrame]:
+    """KD temperature per initialisation (random, searched), chosen by the loss on search blocks
+    after short runs; (choice, every run with its compute)."""
+    name = f"bench-{NAME}-{tag}-s{seed}-temperature"
+    options = {**run_options(args, "searched", True, source, shape), "eval_split": "search",
+               "max_tokens": args.select_tokens, "reports": 2, "checkpoint_every": 2,
+               "eval_sequences": args.select_sequences, "student": shape}
+    es.run({"name": name, "task": "pretrain", "task_options": options,
+            "search_space": {"lr": args.lr, "temperature": {"grid": list(args.temperatures)},
+                             "init": {"grid": ["random", "searched"]}},
+            "num_samples": 1, "max_concurrent_trials": 2, "reuse_actors": True,
+            "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
+            "verbose": 0})
+    rows = ParquetStore(args.store).results(name)
+    last = rows[rows["status"] == RUNNING].sort_values("iteration").groupby("trial_id").tail(1)
+    table = pd.DataFrame({"seed": seed, "init": last["config.init"].to_numpy(),
+                          "temperature": last["config.temperature"].to_numpy(dtype=float),
+                          "search_loss": last["metric.val_loss"].to_numpy(dtype=float),
+                          "flops": (last["cost.flops"] + 2.0 * teacher_params
+                                    * last["fidelity.tokens"]).to_numpy(dtype=float)})
+    choice = {init: float(part.loc[part["search_loss"].idxmin(), "temperature"])
+              for init, part in table.groupby("init")}
+    return choice, table
 
 
 def search_flops(store: ParquetStore, experiment: str, sequences: int) -> float:
@@ -94,24 +147,18 @@ def search_flops(store: ParquetStore, experiment: str, sequences: int) -> float:
     return float(rows[rows["status"] == RUNNING]["cost.flops"].sum() * sequences)
 
 
-def pretrain_runs(args: argparse.Namespace, tag: str, seed: int, source: dict[str, Any]) -> dict[str, str]:
-    """The five pretraining runs of one seed, all of the searched shape; label -> experiment."""
-    config, _ = searched_trial(source, str(resolve_supernet(args.teacher)))
-    shape = {k: v for k, v in config.items() if k != "layer_order"}  # first-k keeps the first layers
-    print(f"seed {seed}: searched student {config}", flush=True)
+def pretrain_runs(args: argparse.Namespace, tag: str, seed: int, source: dict[str, Any],
+                  shapes: dict[str, dict[str, Any]], temperatures: dict[str, float]) -> dict[str, str]:
+    """The five pretraining runs of one seed; label -> experiment. ``shapes``: ``searched`` (random,
+    first-k) and ``hand`` (importance)."""
     settings = run_settings(args.device)
     names = {}
     for label, (init, distill) in METHODS.items():
         name = f"bench-{NAME}-{tag}-s{seed}-{label.replace('+', '-').lower()}"
-        options: dict[str, Any] = {**split_options(args), "init": init,
-                                   "distill": args.kd if distill else "none", "topk": TOPK,
-                                   "max_tokens": args.max_tokens, "reports": args.reports,
-                                   "batch_size": args.batch_size, "eval_sequences": args.eval_sequences,
-                                   **settings["task_options"]}
-        if init == "searched":
-            options["searched"] = source
-        else:
-            options["student"] = shape
+        shape = shapes["hand" if init == "importance" else "searched"]
+        options = run_options(args, init, distill, source, shape)
+        if distill:
+            options["temperature"] = temperatures[TEMPERATURE_FROM[label]]
         started = time.perf_counter()
         es.run({"name": name, "task": "pretrain", "task_options": options, "search_space": {"lr": args.lr},
                 "num_samples": 1, "resources": settings["resources"], "store": args.store, "seed": seed,
@@ -249,6 +296,8 @@ def main() -> None:
     parser.add_argument("--budgets", default=None,
                         help="parameter shares searched, the first one trained "
                              "(default 0.10,0.25; quick 0.10)")
+    parser.add_argument("--temperatures", default=None,
+                        help="KD temperatures tried on search blocks (default 1,2,4,10; quick 1,10)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -261,9 +310,15 @@ def main() -> None:
     args.reports = args.reports or (3 if args.quick else 16)
     args.search_evals = args.search_evals or (4 if args.quick else 30)
     args.budgets = args.budgets or ("0.10" if args.quick else "0.10,0.25")
+    args.temperatures = [float(t) for t in
+                         (args.temperatures or ("1,10" if args.quick else "1,2,4,10")).split(",")]
     args.eval_sequences = 16 if args.quick else 48
     args.search_sequences = 4 if args.quick else 16
     args.calibration = 4 if args.quick else 8
+    args.search_fraction = 0.1 if args.quick else 0.05  # the quick text's search split: 18 blocks
+    # temperature selection runs: 10 % of the budget, at least 4 updates
+    args.select_tokens = max(args.max_tokens // 10, 4 * args.batch_size * args.seq_len)
+    args.select_sequences = 8 if args.quick else 32
     shares = [float(s) for s in args.budgets.split(",")]
     tag = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
     started = time.perf_counter()
@@ -277,7 +332,7 @@ def main() -> None:
           f"{teacher['validation_tokens']:,.0f} tokens; budget {args.max_tokens:,} tokens per run, "
           f"{args.seeds} seed(s), KD {args.kd}", flush=True)
     store = ParquetStore(args.store)
-    rows, searches, curves, targets, law_rows, vocab = [], [], {}, {}, [], {}
+    rows, searches, curves, targets, law_rows, vocab, selections = [], [], {}, {}, [], {}, []
     for seed in range(args.seeds):
         names = {share: search(args, tag, seed, share, int(teacher["params"])) for share in shares}
         for share, name in names.items():
@@ -289,9 +344,24 @@ def main() -> None:
         trained = searches[-len(shares)]
         source = {"store": args.store, "experiment": names[shares[0]], "trial": "best",
                   "max_params": shares[0] * teacher["params"]}
-        runs = pretrain_runs(args, tag, seed, source)
+        config, _ = searched_trial(source, str(resolve_supernet(args.teacher)))
+        # first-k keeps the first layers of the searched shape, so the ranking is dropped
+        shapes = {"searched": {k: v for k, v in config.items() if k != "layer_order"}}
+        shapes["hand"] = proportional_shape(dims, trained["params"], 0.75 * shares[0] * teacher["params"],
+                                            shares[0] * teacher["params"])
+        print(f"seed {seed}: searched student {config}; hand-chosen shape {shapes['hand']} "
+              f"({parameters(dims, shapes['hand']):,} parameters)", flush=True)
+        chosen, selection = select_temperature(args, tag, seed, source, shapes["searched"],
+                                               int(teacher["params"]))
+        selections.append(selection)
+        print(f"seed {seed}: KD temperature chosen on search blocks: {chosen}\n"
+              f"{selection.to_string(index=False)}", flush=True)
+        runs = pretrain_runs(args, tag, seed, source, shapes, chosen)
         importance = 2.0 * teacher["params"] * args.calibration * args.seq_len  # one calibration forward
-        overheads = {"searched+KD": trained["search_flops"] + importance, "importance+KD": importance}
+        selected = {init: float(part["flops"].sum()) for init, part in selection.groupby("init")}
+        overheads = {label: selected[TEMPERATURE_FROM[label]] for label in TEMPERATURE_FROM}
+        overheads["searched+KD"] += trained["search_flops"] + importance
+        overheads["importance+KD"] += importance
         curves[seed], infos = {}, {}
         for label, name in runs.items():
             curves[seed][label], infos[label] = curve_of(store, name, int(teacher["params"]),
@@ -317,8 +387,11 @@ def main() -> None:
                          "compute_ratio": ratio_at(curves[seed], label, budget, column="compute"),
                          # offline: the one-off top-k pass over the whole training split
                          "teacher_flops_reported": infos[label]["teacher_flops_reported"],
+                         "temperature": chosen[TEMPERATURE_FROM[label]] if METHODS[label][1] else np.nan,
+                         "shape": str(shapes["hand" if label == "importance+KD" else "searched"]),
                          "seconds": infos[label]["seconds"]})
     table, searched = pd.DataFrame(rows), pd.DataFrame(searches)
+    temperature = pd.concat(selections, ignore_index=True)
     law_table = pd.concat(law_rows, ignore_index=True)
     by_budget = pd.DataFrame([
         {"seed": seed, "budget_fraction": fraction, "method": label,
@@ -332,6 +405,8 @@ def main() -> None:
                            "display.float_format", "{:.4g}".format):
         print("\nsearches (perplexity of the inherited weights on search windows):")
         print(searched.to_string(index=False))
+        print("\nKD temperature selection (loss on search blocks after 10 % of the budget):")
+        print(temperature.to_string(index=False))
         print("\nruns:")
         print(table.to_string(index=False))
         print("\nrandom init's law extrapolated to each run's final loss (EXTRAPOLATION beyond the budget):")
@@ -359,11 +434,12 @@ def main() -> None:
                              "max_tokens": args.max_tokens, "kd": args.kd, "device": args.device,
                              "seeds": args.seeds, "seconds": time.perf_counter() - started}])
     record(args.store, NAME, [("runs", table), ("summary", summary.reset_index()), ("by_budget", by_budget),
-                              ("searches", searched), ("law", law_table), ("context", context)], args.quick)
+                              ("searches", searched), ("law", law_table), ("temperature", temperature),
+                              ("context", context)], args.quick)
     if not args.quick:
         for part, frame in (("summary", summary.reset_index()), ("runs", table),
                             ("by_budget", budget_summary), ("searches", searched), ("law", law_table),
-                            ("context", context)):
+                            ("temperature", temperature), ("context", context)):
             frame.to_csv(RESULTS_DIR / f"{NAME}_{part}.csv", index=False, float_format="%.5g")
     subnet = table[table["method"] == "searched+KD"]
     figures = {
@@ -377,6 +453,8 @@ def main() -> None:
         "teacher_val_loss": teacher["val_loss"],
         "final_loss_random": summary.loc["random", "final_val_loss"],
         "final_loss_subnet_kd": summary.loc["searched+KD", "final_val_loss"],
+        "kd_temperature_searched": float(temperature.loc[temperature["init"] == "searched"].groupby("seed")
+                                         ["search_loss"].idxmin().map(temperature["temperature"]).median()),
         "seeds": args.seeds,
     }
     print(f"total {time.perf_counter() - started:.0f} s")

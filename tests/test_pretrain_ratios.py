@@ -67,3 +67,24 @@ def test_vocabulary_costs_count_embeddings_head_and_unseen_ids() -> None:
     assert costs["head_flops_share"] == pytest.approx(1600 / 2000)
     assert costs["trimmed_head_flops_share"] == pytest.approx(64 / 464)
     assert costs["trimmed_params"] == 1_000 - 96 * 8
+
+
+def test_the_hand_chosen_shape_has_one_width_step_and_the_depth_of_the_size() -> None:
+    from efficient_search.subnetwork import SuperDims
+
+    shapes = load_benchmark_module("_hand_shapes")
+    smollm2 = SuperDims(arch="llama", n_layer=30, n_embd=576, intermediate_size=1536, n_heads=9,
+                        n_query_groups=3, head_size=64, vocab_size=49152, tied_embeddings=True)
+    full = shapes.parameters(smollm2, {})
+    low, high = 0.075 * full, 0.1 * full
+    for target in (10_675_152, 11_899_368):
+        shape = shapes.proportional_shape(smollm2, target, low, high)
+        # Every width at one step (2/8) of the teacher's; the depth brings it nearest the target.
+        assert {k: shape[k] for k in ("n_embd", "intermediate_size", "head_size")} == \
+            {"n_embd": 144, "intermediate_size": 384, "head_size": 16}
+        size = shapes.parameters(smollm2, shape)
+        assert low <= size <= high
+        for depth in (shape["n_layer"] - 1, shape["n_layer"] + 1):
+            assert abs(shapes.parameters(smollm2, {**shape, "n_layer": depth}) - target) >= abs(size - target)
+    with pytest.raises(ValueError, match="No hand-chosen shape of this super-network has 1-2 parameters"):
+        shapes.proportional_shape(smollm2, 1.5, 1, 2)
