@@ -16,7 +16,12 @@ from typing import Any
 import pandas as pd
 from ray.tune.search import Searcher
 
-from efficient_search.ray_compat import ray_cluster_mode_off, restored_scheduler
+from efficient_search.ray_compat import (
+    grow_saved_search,
+    ray_cluster_mode_off,
+    restored_callbacks,
+    restored_scheduler,
+)
 from efficient_search.registry import make_scheduler, make_searcher, owns_space, takes_objectives
 from efficient_search.search_spaces import resolve_search_space
 from efficient_search.spec import ExperimentSpec, Resources
@@ -254,10 +259,15 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
               f"{spec.name!r} afresh.", flush=True)
     if spec.resume and can_restore:
         drop_pending_pauses(experiment_path)  # stale PAUSEs would strand restored trials
+        grown = grow(store, spec, experiment_path)
         tuner = tune.Tuner.restore(experiment_path, trainable, param_space=param_space,
                                    resume_errored=False, restart_errored=False)
         # Tune goes on with the scheduler it pickled when the experiment started, not ours.
         restored = restored_scheduler(tuner)
+        if grown:  # and with the store callback it pickled, whose spec has the old num_samples
+            for restored_callback in restored_callbacks(tuner):
+                if isinstance(restored_callback, ParquetStoreCallback):
+                    restored_callback.update_spec(num_samples=spec.num_samples)
         check_resumable(scheduler if restored is None else restored, store, spec)
     else:
         tuner = tune.Tuner(
@@ -287,6 +297,25 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
         )
     grid = tuner.fit()
     return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
+
+
+def grow(store: ParquetStore, spec: ExperimentSpec, experiment_path: str) -> int:
+    """Let a resumed experiment run up to ``spec.num_samples`` samples in all (Ray restores the
+    number it started with); the searcher and scheduler keep their state. Returns the samples added."""
+    recorded = store.metadata(spec.name).get("spec", {}).get("num_samples")
+    if recorded is None or spec.num_samples <= int(recorded):
+        return 0
+    added = grow_saved_search(experiment_path, spec.num_samples)
+    if added is None:
+        raise ValueError(
+            f"Experiment {spec.name!r} ran {recorded} samples and `num_samples` asks for {spec.num_samples}, "
+            f"but Ray's saved search state is not in a local folder at {experiment_path!r}, so it cannot "
+            f"grow. Fix: resume with num_samples: {recorded}, or run the new trials as a new experiment."
+        )
+    if added:
+        print(f"efficient-search: {spec.name!r} grows from {recorded} to {spec.num_samples} samples.",
+              flush=True)
+    return added
 
 
 def resume(store: str | os.PathLike[str], experiment: str, **overrides: Any) -> RunResult:

@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec", help="experiment spec (.yaml, .yml or .json), or preset:<open-sci-ref recipe>")
     run.add_argument("--store", help="override the spec's store root")
     run.add_argument("--name", help="override the experiment name")
-    run.add_argument("--num-samples", type=int, help="override the number of trials")
+    run.add_argument("--num-samples", type=int,
+                     help="override the number of trials (with --resume: grow the experiment to N)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
 
     resume = commands.add_parser("resume", help="continue an interrupted experiment (searcher, "

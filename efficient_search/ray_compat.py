@@ -219,12 +219,64 @@ PENDING_DECISION_KEYS = ("_cached_trial_decisions", "_queued_trial_decisions")
 PAUSE_DECISION = "PAUSE"
 
 
+# The search algorithm's own snapshot beside it, cloudpickled by ray.tune.utils.util._atomic_save
+# and restored newest-by-name: SearchGenerator (wrapping every Searcher) keeps {"counter",
+# "total_samples", "finished", "experiment", ...}; BasicVariantGenerator (random/grid) its
+# __dict__, whose _iterators (one per experiment) count num_samples / num_samples_left.
+SEARCH_GENERATOR_STATE_GLOB = "search_gen_state-*.json"
+BASIC_VARIANT_STATE_GLOB = "basic-variant-state-*.json"
+
+
+def grow_saved_search(experiment_path: str | os.PathLike[str], num_samples: int) -> int | None:
+    """Let the search algorithm saved under a local experiment folder create trials up to
+    ``num_samples`` samples in all; returns how many samples that adds (0: it already had as
+    many), or None when the folder holds no search state (remote storage, nothing saved)."""
+    import glob
+
+    import ray.cloudpickle as cloudpickle
+
+    from efficient_search.durable import atomic_write
+
+    for pattern in (SEARCH_GENERATOR_STATE_GLOB, BASIC_VARIANT_STATE_GLOB):
+        files = sorted(glob.glob(os.path.join(os.fspath(experiment_path), pattern)))
+        if not files:
+            continue
+        with open(files[-1], "rb") as file:
+            state = cloudpickle.load(file)
+        if pattern == SEARCH_GENERATOR_STATE_GLOB:
+            added = num_samples - int(state["total_samples"])
+            if added > 0:
+                state["total_samples"], state["finished"] = num_samples, False
+                state["experiment"].spec["num_samples"] = num_samples
+        else:
+            iterator = state["_iterators"][-1]
+            added = num_samples - int(iterator.num_samples)
+            if added > 0:
+                per_sample = state["_total_samples"] // max(int(iterator.num_samples), 1)  # grid points
+                iterator.num_samples = num_samples
+                iterator.num_samples_left += added
+                state["_total_samples"] += added * per_sample
+                state["_finished"] = False
+        if added > 0:
+            atomic_write(files[-1], cloudpickle.dumps(state))
+        return max(added, 0)
+    return None
+
+
 def restored_scheduler(tuner: Tuner) -> TrialScheduler | None:
     """The scheduler a ``Tuner.restore``-d tuner will run with (the one Tune pickled when the
     experiment started), or None when it cannot be seen (Ray Client)."""
     local = getattr(tuner, "_local_tuner", None)
     config = getattr(local, "_tune_config", None)
     return getattr(config, "scheduler", None)
+
+
+def restored_callbacks(tuner: Tuner) -> list[Any]:
+    """The callbacks a ``Tuner.restore``-d tuner will run with (those Tune pickled when the
+    experiment started); empty when they cannot be seen (Ray Client)."""
+    local = getattr(tuner, "_local_tuner", None)
+    config = getattr(local, "_run_config", None)
+    return list(getattr(config, "callbacks", None) or [])
 
 
 def storage_context(*, storage_path: str, experiment_dir_name: str) -> StorageContext:

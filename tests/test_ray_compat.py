@@ -265,7 +265,11 @@ def test_experiment_state_layout_tune_state_rewrites_and_the_restored_scheduler(
         ray_session: None, tmp_path: Path) -> None:
     from ray.tune.execution.tune_controller import TuneController
 
+    from ray.tune.search import BasicVariantGenerator, SearchGenerator
+
     assert TuneController.CKPT_FILE_TMPL.format("*") == rc.EXPERIMENT_STATE_GLOB
+    assert SearchGenerator.CKPT_FILE_TMPL.format("*") == rc.SEARCH_GENERATOR_STATE_GLOB
+    assert BasicVariantGenerator.CKPT_FILE_TMPL.format("*") == rc.BASIC_VARIANT_STATE_GLOB
     assert rc.PAUSE_DECISION == TrialScheduler.PAUSE
     scheduler = asha()
     tune.Tuner(report_once, param_space={"x": tune.uniform(0, 1)},
@@ -283,9 +287,15 @@ def test_experiment_state_layout_tune_state_rewrites_and_the_restored_scheduler(
     files[-1].write_text(json.dumps(state))
     assert drop_pending_pauses(experiment) == 1
 
+    # The random generator's saved state grows (tests/test_grow.py runs grown searches).
+    assert rc.grow_saved_search(experiment, 1) == 0
+    assert rc.grow_saved_search(experiment, 3) == 2
+    assert rc.grow_saved_search(tmp_path, 3) is None  # no search state there
+
     restored = tune.Tuner.restore(str(experiment), report_once)
     found = rc.restored_scheduler(restored)
     assert isinstance(found, AsyncHyperBandScheduler) and found is not scheduler
+    assert rc.restored_callbacks(restored) == []
 
 
 def test_trial_dataframe_reads_a_trials_result_file(ray_session: None, tmp_path: Path) -> None:

@@ -78,6 +78,10 @@ class ParquetStoreCallback(Callback):
         # belongs to the process that made it.
         return {**self.__dict__, "_claim": None}
 
+    def update_spec(self, **fields: Any) -> None:
+        """Change fields of the spec this callback records (a grown experiment's num_samples)."""
+        self._metadata["spec"] = {**self._metadata.get("spec", {}), **fields}
+
     # -- Tune hooks ----------------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: int | None = None,
               total_num_samples: int | None = None, **info: Any) -> None:
