@@ -88,3 +88,21 @@ def test_the_hand_chosen_shape_has_one_width_step_and_the_depth_of_the_size() ->
             assert abs(shapes.parameters(smollm2, {**shape, "n_layer": depth}) - target) >= abs(size - target)
     with pytest.raises(ValueError, match="No hand-chosen shape of this super-network has 1-2 parameters"):
         shapes.proportional_shape(smollm2, 1.5, 1, 2)
+
+
+def test_readme_tables_render_from_the_csv_summaries(tmp_path) -> None:
+    tables = load_benchmark_module("_pretrain_tables")
+    name = tables.NAME
+    pd.DataFrame({"method": ["random+KD", "searched+KD"] * 2, "budget_fraction": [0.1, 0.1, 1.0, 1.0],
+                  "tokens_ratio": ["0.8 (0.7-0.9)", "2 (1-3)", "never", "3.2 (2.2-3.3)"],
+                  "compute_ratio": ["0.1", "0.3", "never", "0.6"]}).to_csv(tmp_path / f"{name}_by_budget.csv")
+    pd.DataFrame({"max_tokens": [250_000]}).to_csv(tmp_path / f"{name}_context.csv")
+    pd.DataFrame({"seed": [0, 0], "init": ["random", "searched"] * 1, "temperature": [1.0, 1.0],
+                  "search_loss": [6.2, 5.1]}).pipe(
+        lambda f: pd.concat([f, f.assign(temperature=10.0, search_loss=[6.0, 5.3])])).to_csv(
+        tmp_path / f"{name}_temperature.csv")
+    budget = tables.by_budget("tokens_ratio", tmp_path)
+    assert "| 10% (25k tokens) | 0.8 (0.7-0.9) |  |  | 2 (1-3) |" in budget
+    assert "| 100% (250k tokens) | never |  |  | 3.2 (2.2-3.3) |" in budget
+    chosen = tables.temperatures(tmp_path)
+    assert "| 0 | random | 6.200 | **6.000** |" in chosen and "| 0 | searched | **5.100** | 5.300 |" in chosen
