@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 from ray.tune.search import Searcher
 
+from efficient_search.console import LiveView, quiet_console
 from efficient_search.ray_compat import (
     grow_saved_search,
     ray_cluster_mode_off,
@@ -248,6 +249,9 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
     )
     experiment_path = inside_root(storage_path, spec.name, field="name")
     can_restore = tune.Tuner.can_restore(experiment_path)
+    log_file = worker_log_file(experiment_path, spec.name)
+    view = LiveView(spec.name, primary, primary_mode, spec.num_samples, logs=log_file) \
+        if spec.verbose == 1 else None
     if spec.resume and not can_restore:
         if store.keys(spec.name):
             raise ValueError(
@@ -264,10 +268,11 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
                                    resume_errored=False, restart_errored=False)
         # Tune goes on with the scheduler it pickled when the experiment started, not ours.
         restored = restored_scheduler(tuner)
-        if grown:  # and with the store callback it pickled, whose spec has the old num_samples
-            for restored_callback in restored_callbacks(tuner):
-                if isinstance(restored_callback, ParquetStoreCallback):
-                    restored_callback.update_spec(num_samples=spec.num_samples)
+        for restored_callback in restored_callbacks(tuner):  # and with the callbacks it pickled
+            if isinstance(restored_callback, ParquetStoreCallback) and grown:
+                restored_callback.update_spec(num_samples=spec.num_samples)
+            if isinstance(restored_callback, LiveView):
+                restored_callback.num_samples = spec.num_samples
         check_resumable(scheduler if restored is None else restored, store, spec)
     else:
         tuner = tune.Tuner(
@@ -289,14 +294,23 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=storage_path,
-                callbacks=[callback, *_state_callbacks(scheduler), *callbacks],
+                callbacks=[callback, *_state_callbacks(scheduler), *callbacks, *([view] if view else [])],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
-                verbose=spec.verbose,
+                verbose=spec.verbose if spec.verbose >= 2 else 0,  # 1: our LiveView instead
             ),
         )
-    grid = tuner.fit()
+    with quiet_console(log_file) if spec.verbose <= 1 else contextlib.nullcontext():
+        grid = tuner.fit()
     return RunResult(spec=spec, store=store, metric=f"metric.{primary}", mode=primary_mode, grid=grid)
+
+
+def worker_log_file(experiment_path: str, name: str) -> str:
+    """Where a quiet run writes Ray's worker output: beside Ray's experiment folder, or under
+    ./logs when that folder is on object storage."""
+    if "://" in experiment_path:
+        return os.path.join("logs", name, "workers.log")
+    return os.path.join(experiment_path, "logs", "workers.log")
 
 
 def grow(store: ParquetStore, spec: ExperimentSpec, experiment_path: str) -> int:

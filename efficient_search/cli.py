@@ -24,6 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--num-samples", type=int,
                      help="override the number of trials (with --resume: grow the experiment to N)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    run.add_argument("--verbose", action="store_true",
+                     help="Ray Tune's status tables and every worker line instead of the live view")
 
     resume = commands.add_parser("resume", help="continue an interrupted experiment (searcher, "
                                                 "scheduler and store as they were)")
@@ -103,6 +105,8 @@ def _run(args: argparse.Namespace) -> int:
                                    "num_samples": args.num_samples}.items() if v is not None}
     if args.resume:
         overrides["resume"] = True
+    if args.verbose:
+        overrides["verbose"] = 2
     from efficient_search.reference.presets import spec_argument
 
     return _summary(run(spec_argument(args.spec), **overrides))

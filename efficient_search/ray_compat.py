@@ -279,6 +279,28 @@ def restored_callbacks(tuner: Tuner) -> list[Any]:
     return list(getattr(config, "callbacks", None) or [])
 
 
+# Ray's driver prints the lines its workers write through a dispatcher of named handlers;
+# ray.init(log_to_driver=True) installs the console one under this name.
+WORKER_LOG_HANDLER = "ray_print_logs"
+
+
+@contextlib.contextmanager
+def worker_lines_to(handler: Any) -> Iterator[None]:
+    """Inside, the lines Ray forwards from its workers (dicts with ``lines``, ``is_err``, ``pid``,
+    ``actor_name``...) go to ``handler`` instead of the console."""
+    from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+
+    saved = [pair for pair in dispatcher.handlers if pair[0] == WORKER_LOG_HANDLER]
+    dispatcher.remove_handler(WORKER_LOG_HANDLER)
+    dispatcher.add_handler("efficient_search_worker_lines", handler)
+    try:
+        yield
+    finally:
+        dispatcher.remove_handler("efficient_search_worker_lines")
+        for name, previous in saved:
+            dispatcher.add_handler(name, previous)
+
+
 def storage_context(*, storage_path: str, experiment_dir_name: str) -> StorageContext:
     """Ray Train's storage description of an experiment folder (what a ``Trial`` needs)."""
     from ray.train._internal.storage import StorageContext

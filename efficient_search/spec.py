@@ -169,7 +169,9 @@ class ExperimentSpec:
     """How often a failed trial is retried from its last checkpoint (a lost node, a killed
     process); its Ray Train worker group gets as many retries of its own."""
     verbose: int = 1
-    """Ray Tune's progress output: 0 silent, 1 status tables, 2 and 3 more detail."""
+    """What a run prints: 0 nothing, 1 efficient-search's live view (Ray's worker output goes to
+    ``<experiment folder>/logs/workers.log``, errors and warnings still shown), 2 and 3 Ray
+    Tune's own status tables and every worker line."""
     reuse_actors: bool = False
     """Run later trials in the processes of finished ones, keeping what a process caches (a loaded
     super-network, its importance ranking): for many short trials of one task, e.g. a
