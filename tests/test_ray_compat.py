@@ -264,7 +264,6 @@ def report_once(config: dict[str, Any]) -> None:
 def test_experiment_state_layout_tune_state_rewrites_and_the_restored_scheduler(
         ray_session: None, tmp_path: Path) -> None:
     from ray.tune.execution.tune_controller import TuneController
-
     from ray.tune.search import BasicVariantGenerator, SearchGenerator
 
     assert TuneController.CKPT_FILE_TMPL.format("*") == rc.EXPERIMENT_STATE_GLOB
@@ -384,3 +383,24 @@ def test_optuna_search_study_is_the_study_ray_reports_to() -> None:
     study = rc.optuna_search_study(searcher)
     assert isinstance(study, optuna.Study)
     assert [t.value for t in study.trials] == [0.5] and study.trials[0].params == config
+
+
+
+def test_worker_lines_are_routed_through_the_driver_dispatcher() -> None:
+    import inspect
+
+    from ray._private import worker
+
+    assert f'"{rc.WORKER_LOG_HANDLER}"' in inspect.getsource(worker.connect)  # the console handler's name
+    seen: list[dict] = []
+    dispatcher = worker.global_worker_stdstream_dispatcher
+    original = list(dispatcher.handlers)
+    dispatcher.add_handler(rc.WORKER_LOG_HANDLER, lambda data: None)
+    try:
+        with rc.worker_lines_to(seen.append):
+            dispatcher.emit({"lines": ["hello"], "pid": 1, "is_err": False})
+            assert rc.WORKER_LOG_HANDLER not in [name for name, _ in dispatcher.handlers]
+        assert rc.WORKER_LOG_HANDLER in [name for name, _ in dispatcher.handlers]
+    finally:
+        dispatcher.handlers = original
+    assert seen == [{"lines": ["hello"], "pid": 1, "is_err": False}]
