@@ -9,6 +9,7 @@ import efficient_search as es
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
+@pytest.mark.slow
 def test_search_with_train_workers_lands_every_result_in_the_store(tmp_path) -> None:
     result = es.run({
         "name": "e2e-digits",

@@ -45,6 +45,7 @@ def ladder(rows: pd.DataFrame) -> dict[float, list[tuple[int, int]]]:
             for lr, r in reported.groupby("config.lr")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("promotion", ["continue", "restart"])
 def test_trials_climb_the_trainable_layer_rungs(tmp_path, promotion: str) -> None:
     result = es.run(spec(tmp_path, f"freeze-{promotion}", promotion))
