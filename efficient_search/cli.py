@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--experiment", required=True)
     report.add_argument("--metric", help="rank by this metric (default: the run's)")
     report.add_argument("--mode", choices=["min", "max"])
+    report.add_argument("--html", action="store_true",
+                        help="also write one self-contained HTML page (plots, sortable table)")
     report.add_argument("--out", default=None,
                         help="plot folder (default: <store>/_plots, or ./plots for a URI store)")
 
@@ -142,6 +145,11 @@ def _report(args: argparse.Namespace) -> int:
         print("\nPareto front:")
         print(_table(pareto_front(store, args.experiment)))
         paths.append(save_pareto_plot(store, args.experiment, out))
+    if args.html:
+        from efficient_search.html_report import write_html_report
+
+        paths.append(write_html_report(store, args.experiment, Path(out) / f"{args.experiment}.html",
+                                       args.metric, args.mode))
     for path in paths:
         print(f"saved {path}")
     return 0
