@@ -30,6 +30,7 @@ from efficient_search.store import ParquetStore, ParquetStoreCallback
 from efficient_search.store.paths import inside_root
 from efficient_search.tasks import Task, get_task
 from efficient_search.tune_state import drop_pending_pauses
+from efficient_search.warm_start import WarmStart, check_warm_startable, earlier_points
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class RunPlan:
     store: ParquetStore
     storage_path: str
     space_description: Any
+    warm_points: list[Any] = dataclasses.field(default_factory=list)
+    """Earlier (config, results) the searcher starts from (``warm_start``)."""
 
 
 def plan_run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
@@ -184,9 +187,14 @@ def plan_run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     space_description = describe_space(space)
     if spec.resume:
         check_same_space(store, spec.name, space_description)
+    warm_points = []
+    if spec.warm_start is not None:
+        check_warm_startable(searcher, _name(spec.searcher))
+        warm_points = earlier_points(spec.warm_start, spec.store, spec.task,
+                                     metric if isinstance(metric, list) else [metric], space_description)
     return RunPlan(spec=spec, task=task, options=options, metric=metric, mode=mode, space=space,
                    searcher=searcher, scheduler=scheduler, store=store, storage_path=storage_path,
-                   space_description=space_description)
+                   space_description=space_description, warm_points=warm_points)
 
 
 def run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str], *,
@@ -273,6 +281,8 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
                 restored_callback.update_spec(num_samples=spec.num_samples)
             if isinstance(restored_callback, LiveView):
                 restored_callback.num_samples = spec.num_samples
+            if isinstance(restored_callback, WarmStart):  # the restored searcher holds its points
+                restored_callback.done = True
         check_resumable(scheduler if restored is None else restored, store, spec)
     else:
         tuner = tune.Tuner(
@@ -294,7 +304,8 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
             run_config=tune.RunConfig(
                 name=spec.name,
                 storage_path=storage_path,
-                callbacks=[callback, *_state_callbacks(scheduler), *callbacks, *([view] if view else [])],
+                callbacks=[callback, *_state_callbacks(scheduler), *callbacks, *([view] if view else []),
+                           *([WarmStart(searcher, plan.warm_points)] if plan.warm_points else [])],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                 verbose=spec.verbose if spec.verbose >= 2 else 0,  # 1: our LiveView instead

@@ -172,6 +172,10 @@ class ExperimentSpec:
     """What a run prints: 0 nothing, 1 efficient-search's live view (Ray's worker output goes to
     ``<experiment folder>/logs/workers.log``, errors and warnings still shown), 2 and 3 Ray
     Tune's own status tables and every worker line."""
+    warm_start: dict[str, Any] | None = None
+    """Seed a new search with earlier results of the same task and space:
+    ``{experiments: [name, ...], store: <root>}`` (store defaults to this spec's). Each earlier
+    trial's last result reaches the searcher as an evaluated point (evolution, optuna)."""
     reuse_actors: bool = False
     """Run later trials in the processes of finished ones, keeping what a process caches (a loaded
     super-network, its importance ranking): for many short trials of one task, e.g. a
@@ -198,6 +202,7 @@ class ExperimentSpec:
         if self.storage_path is not None and not isinstance(self.storage_path, str):
             raise type_error("storage_path", self.storage_path, "a string", "/tmp/ray")
         check_int("verbose", self.verbose, min=0, max=3, expected="0, 1, 2 or 3")
+        _check_warm_start(self.warm_start)
         for name in ("resume", "reuse_actors"):
             if not isinstance(getattr(self, name), bool):
                 raise type_error(name, getattr(self, name), "true or false", "true")
@@ -229,6 +234,24 @@ class ExperimentSpec:
             if not isinstance(value, (str, type(None))) and not _is_plain(value):
                 data[name] = f"<{type(value).__name__}>"
         return data
+
+
+def _check_warm_start(value: Any) -> None:
+    if value is None:
+        return
+    example = "{experiments: [digits-earlier]}"
+    check_mapping("warm_start", value)
+    unknown = sorted(set(value) - {"experiments", "store"})
+    if unknown:
+        raise ValueError(f"`warm_start` has unknown keys {unknown}; it takes experiments and store. "
+                         f"Fix: e.g. warm_start: {example}.")
+    experiments = value.get("experiments")
+    if not isinstance(experiments, list) or not experiments or \
+            not all(isinstance(name, str) and name for name in experiments):
+        raise type_error("warm_start.experiments", experiments, "a non-empty list of experiment names",
+                         "[digits-earlier]")
+    if value.get("store") is not None and not isinstance(value["store"], str):
+        raise type_error("warm_start.store", value["store"], "a store root (string)", "./results")
 
 
 def _is_plain(value: Any) -> bool:

@@ -162,6 +162,28 @@ class EvolutionarySearcher(Searcher):
         values = None if error else self._objective_values(result)
         self._record(Record(trial_id, genome, values, error))
 
+    def add_evaluated_point(self, parameters: dict[str, Any], value: Any, error: bool = False,
+                            pruned: bool = False, intermediate_values: list[float] | None = None) -> None:
+        """Record an evaluation made elsewhere (a warm start): it joins the population, counts
+        toward the initial design (which it replaces) and is not suggested again.
+
+        ``parameters``: a nested config of this space; ``value``: the metric's value, or a mapping
+        of metric -> value (for several objectives).
+        """
+        space = self._searched
+        genes = space.encode_point(parameters, "add_evaluated_point")
+        if any(gene is None for gene in genes):
+            raise ValueError(f"add_evaluated_point: the point {parameters!r} lacks axes the space "
+                             "searches. Fix: give a value for every searched axis.")
+        genome = space.fill(genes, self._rng)
+        result = value if isinstance(value, Mapping) else {self._metrics[0]: value}
+        values = None if error else self._objective_values(result)
+        if self._design_position == 0:  # earlier results stand in for the initial design
+            self._design = [entry for entry in self._design if entry[1]]
+        self._seen.add(self._identity_of(genome))
+        self._suggested += 1
+        self._record(Record(f"warm-start-{len(self._history)}", genome, values, error))
+
     def get_state(self) -> dict[str, Any]:
         """Plain JSON-able data; ``set_state`` on a fresh searcher continues exactly."""
         return {

@@ -165,6 +165,30 @@ class OptunaSearcher(Searcher):
         else:
             study.tell(number, values if isinstance(self._metric, list) else values[0])
 
+    def add_evaluated_point(self, parameters: dict[str, Any], value: Any, error: bool = False,
+                            pruned: bool = False, intermediate_values: list[float] | None = None) -> None:
+        """Add an evaluation made elsewhere (a warm start) to the study as a finished trial.
+
+        ``parameters``: a nested config of this space; ``value``: the metric's value, or a mapping
+        of metric -> value (for several objectives).
+        """
+        space = check_ready(self, self._space)
+        flat = flatten_dict(dict(parameters))
+        missing = sorted(set(space) - set(flat))
+        if missing:
+            raise ValueError(f"add_evaluated_point: the point {parameters!r} lacks {missing}, which the "
+                             "space samples. Fix: give a value for every sampled axis.")
+        metrics = self._metric if isinstance(self._metric, list) else [str(self._metric)]
+        result = value if isinstance(value, Mapping) else {metrics[0]: value}
+        values = None if error else objective_values(metrics, result)
+        study = self._ensure_study()
+        params = {k: flat[k] for k in space}
+        if values is None:
+            trial = optuna.trial.create_trial(params=params, distributions=space, state=TrialState.FAIL)
+        else:
+            trial = optuna.trial.create_trial(params=params, distributions=space, values=values)
+        study.add_trial(trial)
+
     def get_state(self) -> dict[str, Any]:
         """Plain JSON-able data: the settings, the trial ids and Optuna's journal of the study."""
         return {

@@ -1,0 +1,108 @@
+"""Seed a new search with earlier results from the store (the spec's ``warm_start``).
+
+Every trial of the named experiments (same task, same search space) becomes an evaluated point
+of the new searcher: its configuration and its last reported result, as the searcher would have
+seen it at the trial's end. They reach the searcher through ``add_evaluated_point`` once Tune
+has given it the space (:class:`WarmStart`, a Tune callback), so a warm-started evolution
+breeds from them and Optuna's sampler conditions on them; they are never run again.
+
+    warm_start: {experiments: [digits-monday, digits-tuesday]}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+from efficient_search.store import ParquetStore
+from efficient_search.store.rows import RUNNING
+
+Point = tuple[dict[str, Any], dict[str, float]]
+
+
+def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return config
+
+
+def _differing_axes(old: Any, new: Any) -> list[str]:
+    """Names of the axes two space descriptions disagree on (added, removed or changed)."""
+    def axes(description: Any) -> dict[str, Any]:
+        return {".".join(map(str, a["path"])): a for a in (description or {}).get("axes", [])}
+
+    before, after = axes(old), axes(new)
+    names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return names or ["the constants"]
+
+
+def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str, metrics: Sequence[str],
+                   space_description: Any) -> list[Point]:
+    """(config, {metric: value}) of every finished trial of the experiments ``warm_start`` names.
+
+    Raises ``ValueError`` naming the experiment and the fix when one is missing, ran another task
+    or searched another space (naming the axes that differ).
+    """
+    store = ParquetStore(str(warm_start.get("store") or default_store))
+    points: list[Point] = []
+    for name in warm_start["experiments"]:
+        if name not in store.experiments():
+            there = ", ".join(store.experiments()) or "none"
+            raise ValueError(f"`warm_start.experiments` names {name!r}, which is not in the store "
+                             f"{store.root!r} (experiments there: {there}). Fix: an experiment of that "
+                             "store, or warm_start.store.")
+        metadata = store.metadata(name)
+        ran = metadata.get("spec", {}).get("task")
+        if ran != task:
+            raise ValueError(f"`warm_start.experiments` {name!r} ran task {ran!r}, not {task!r}: its results "
+                             "say nothing about this search. Fix: name experiments of the same task.")
+        recorded = metadata.get("space")
+        if recorded is not None and space_description is not None and recorded != space_description:
+            raise ValueError(f"`warm_start.experiments` {name!r} searched another space: "
+                             f"{', '.join(_differing_axes(recorded, space_description))} differ. Fix: "
+                             "warm-start from experiments with this search space, or search theirs.")
+        rows = store.results(name)
+        last = rows[rows["status"] == RUNNING].sort_values("iteration").groupby("trial_id").tail(1)
+        for _, row in last.iterrows():
+            values = {m: float(row.get(f"metric.{m}", math.nan)) for m in metrics}
+            if any(math.isnan(v) for v in values.values()):
+                continue
+            config = {c.removeprefix("config."): row[c] for c in last.columns
+                      if c.startswith("config.") and not _missing(row[c])}
+            points.append((_nested(config), values))
+    return points
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def check_warm_startable(searcher: Any, name: str) -> None:
+    """Refuse a searcher that cannot take evaluated points (Ray's random/grid generator)."""
+    method = getattr(type(searcher), "add_evaluated_point", None)
+    if not isinstance(searcher, Searcher) or method is Searcher.add_evaluated_point:
+        raise ValueError(f"`warm_start` needs a searcher that learns from earlier results, but searcher "
+                         f"{name!r} cannot take evaluated points. Fix: searcher evolution or optuna.")
+
+
+class WarmStart(Callback):
+    """Hands the earlier points to the searcher once Tune has set its space (first setup only)."""
+
+    def __init__(self, searcher: Searcher, points: list[Point]) -> None:
+        self.searcher, self.points, self.done = searcher, points, False
+
+    def setup(self, **info: Any) -> None:
+        if self.done:  # a restored run: the searcher's saved state holds them already
+            return
+        for config, values in self.points:
+            self.searcher.add_evaluated_point(config, values)
+        self.done = True

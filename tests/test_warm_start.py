@@ -1,0 +1,84 @@
+"""`warm_start`: earlier results of the same task and space seed a new search (evolution, optuna)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray import tune
+
+import efficient_search as es
+from efficient_search.searchers import EvolutionarySearcher
+from efficient_search.searchers.optuna_study import OptunaSearcher
+
+SPACE = {"lr": {"loguniform": [0.01, 0.5]}, "depth": {"randint": [1, 4]}, "width": 8, "batch_size": 64}
+TUNE_SPACE = {"lr": tune.loguniform(0.01, 0.5), "depth": tune.randint(1, 4), "width": 8}
+EARLIER = [({"lr": 0.05, "depth": 2, "width": 8}, 0.9), ({"lr": 0.3, "depth": 1, "width": 8}, 0.6),
+           ({"lr": 0.02, "depth": 3, "width": 8}, 0.8)]
+
+
+def spec(root: Path, name: str, searcher: str, num_samples: int, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "task_options": {"epochs": 1}, "search_space": SPACE, "searcher": searcher,
+            "metric": "val_accuracy", "mode": "max", "num_samples": num_samples, "max_concurrent_trials": 1,
+            "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": str(root / "store"), "verbose": 0,
+            **fields}
+
+
+def test_evolution_breeds_from_earlier_points_and_never_reruns_them() -> None:
+    searcher = EvolutionarySearcher(TUNE_SPACE, metric="val_accuracy", mode="max", population_size=3, seed=0)
+    for config, accuracy in EARLIER:
+        searcher.add_evaluated_point(config, accuracy)
+    assert len(searcher._population) == 3  # the population is full: children from the start
+    suggested = [searcher.suggest(f"t{i}") for i in range(6)]
+    earlier = {(c["lr"], c["depth"]) for c, _ in EARLIER}
+    assert not earlier & {(s["lr"], s["depth"]) for s in suggested}
+    restored = EvolutionarySearcher(TUNE_SPACE, metric="val_accuracy", mode="max", population_size=3, seed=0)
+    restored.set_state(searcher.get_state())  # plain data keeps them
+    assert len(restored._population) == 3
+    with pytest.raises(ValueError, match=r"lacks axes the space searches"):
+        searcher.add_evaluated_point({"lr": 0.1}, 0.5)
+
+
+def test_optuna_adds_earlier_points_to_its_study() -> None:
+    searcher = OptunaSearcher(TUNE_SPACE, metric="val_accuracy", mode="max", sampler="tpe", seed=0)
+    for config, accuracy in EARLIER:
+        searcher.add_evaluated_point(config, {"val_accuracy": accuracy})
+    trials = searcher.study.get_trials()
+    assert [t.value for t in trials] == [0.9, 0.6, 0.8]
+    assert trials[0].params == {"lr": 0.05, "depth": 2}
+    assert searcher.suggest("t0") is not None
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_warm_started_search_runs_only_new_trials(tmp_path: Path) -> None:
+    es.run(spec(tmp_path, "earlier", "evolution", 3, searcher_options={"population_size": 3}))
+    store = es.ParquetStore(str(tmp_path / "store"))
+    before = store.results("earlier")
+    earlier = {(round(lr, 9), d) for lr, d in zip(before["config.lr"], before["config.depth"], strict=True)}
+    for searcher, options in (("evolution", {"population_size": 3}), ("optuna", {"sampler": "tpe"})):
+        name = f"warm-{searcher}"
+        es.run(spec(tmp_path, name, searcher, 2, searcher_options=options,
+                    warm_start={"experiments": ["earlier"]}))
+        rows = store.results(name)
+        assert rows["trial_id"].nunique() == 2  # only its own trials run and land in the store
+        assert not earlier & {(round(lr, 9), d) for lr, d in zip(rows["config.lr"], rows["config.depth"],
+                                                                 strict=True)}
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_bad_warm_starts_are_refused_before_any_trial(tmp_path: Path) -> None:
+    es.run(spec(tmp_path, "earlier", "evolution", 1, searcher_options={"population_size": 2}))
+    earlier = {"warm_start": {"experiments": ["earlier"]}}
+    cases = [
+        ({"warm_start": {"experiments": ["nope"]}}, r"names 'nope', which is not in the store"),
+        ({"search_space": {**SPACE, "depth": {"randint": [1, 9]}}, **earlier},
+         r"'earlier' searched another space: depth differ"),
+        ({"task": "subnetwork", "search_space": {"n_layer": {"randint": [1, 3]}}, "metric": None,
+          "mode": None, "task_options": {}, **earlier}, r"ran task 'digits', not 'subnetwork'"),
+        ({"searcher": "random", **earlier},
+         r"searcher 'random' cannot take evaluated points. Fix: searcher evolution or optuna"),
+    ]
+    for fields, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            es.run({**spec(tmp_path, "warm", "evolution", 2), **fields})
