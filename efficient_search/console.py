@@ -65,7 +65,8 @@ class LiveView(Callback):
         return state
 
     # -- Tune hooks ------------------------------------------------------------------------
-    def setup(self, total_num_samples: int | None = None, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self._reset()
         if total_num_samples:  # a grid multiplies num_samples
             self.num_samples = int(total_num_samples)

@@ -100,9 +100,11 @@ class WarmStart(Callback):
     def __init__(self, searcher: Searcher, points: list[Point]) -> None:
         self.searcher, self.points, self.done = searcher, points, False
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         if self.done:  # a restored run: the searcher's saved state holds them already
             return
         for config, values in self.points:
-            self.searcher.add_evaluated_point(config, values)
+            # Ours (evolution, optuna) take a mapping of metric -> value, for several objectives.
+            self.searcher.add_evaluated_point(config, values)  # type: ignore[arg-type]
         self.done = True
