@@ -1,0 +1,121 @@
+"""Warm-starting a search from an earlier one in the store vs starting cold, on digits.
+
+Per seed and searcher (evolution, Optuna TPE): an *earlier* search of ``--old`` trials; then two
+new searches of ``--new`` trials each, with another seed: *cold*, and *warm* (``warm_start:
+{experiments: [earlier]}``, so the earlier trials seed the searcher and are not rerun). Each
+counts the trials it needs until its best validation accuracy reaches the earlier search's best
+(never: it did not within ``--new``). Every trial is a real Tune trial; every row lands in the
+store.
+
+    python benchmarks/warm_start.py --quick   # 2 seeds, 6 + 6 trials of 1 epoch
+    python benchmarks/warm_start.py           # 5 seeds, 16 + 16 trials of 2 epochs
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+from _common import RESULTS_DIR, print_result, record, save_figure  # benchmarks/ is on sys.path when run
+
+import efficient_search as es
+from efficient_search.store import ParquetStore
+from efficient_search.store.rows import RUNNING
+
+NAME = "warm_start"
+SPACE = {"lr": {"loguniform": [0.005, 0.5]}, "depth": {"randint": [1, 4]}, "width": {"choice": [8, 16]},
+         "batch_size": {"choice": [32, 64]}}
+SEARCHERS = {"evolution": {"population_size": 4}, "optuna": {"sampler": "tpe"}}
+
+
+def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_samples: int,
+           warm_from: str | None = None) -> pd.Series:
+    """Run one search; the running best accuracy after each trial, in the order trials finished."""
+    es.run({"name": name, "task_options": {"epochs": args.epochs}, "search_space": SPACE,
+            "searcher": searcher, "searcher_options": SEARCHERS[searcher], "metric": "val_accuracy",
+            "mode": "max", "num_samples": num_samples, "max_concurrent_trials": 1,
+            "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
+            "verbose": 0, **({"warm_start": {"experiments": [warm_from]}} if warm_from else {})})
+    rows = ParquetStore(args.store).results(name)
+    last = rows[rows["status"] == RUNNING].sort_values("timestamp").groupby("trial_id", sort=False).tail(1)
+    return last.sort_values("timestamp")["metric.val_accuracy"].cummax().reset_index(drop=True)
+
+
+def trials_to_reach(best: pd.Series, target: float) -> float:
+    """1-based count of trials until ``best`` reaches ``target``; NaN when it never does."""
+    reached = np.flatnonzero(best.to_numpy() >= target - 1e-12)
+    return float(reached[0] + 1) if len(reached) else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 seeds, 6 + 6 trials of 1 epoch")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--old", type=int, default=None, help="trials of the earlier search")
+    parser.add_argument("--new", type=int, default=None, help="trials of each new search")
+    parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
+    args = parser.parse_args()
+    args.seeds = args.seeds or (2 if args.quick else 5)
+    args.old = args.old or (6 if args.quick else 16)
+    args.new = args.new or (6 if args.quick else 16)
+    args.epochs = 1 if args.quick else 2
+    tag = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    started = time.perf_counter()
+    ray.init(address="local", num_cpus=2, log_to_driver=False)  # its own Ray, whatever else runs
+    rows: list[dict[str, Any]] = []
+    curves: dict[tuple[str, int, str], pd.Series] = {}
+    for seed in range(args.seeds):
+        for searcher in SEARCHERS:
+            old = f"bench-{NAME}-{tag}-{searcher}-s{seed}-earlier"
+            target = float(search(args, old, searcher, seed, args.old).iloc[-1])
+            for start in ("cold", "warm"):
+                best = search(args, f"bench-{NAME}-{tag}-{searcher}-s{seed}-{start}", searcher, seed + 1000,
+                              args.new, warm_from=old if start == "warm" else None)
+                curves[searcher, seed, start] = best
+                rows.append({"seed": seed, "searcher": searcher, "start": start, "earlier_best": target,
+                             "final_best": float(best.iloc[-1]),
+                             "trials_to_reach": trials_to_reach(best, target)})
+                print(f"seed {seed} {searcher} {start}: earlier best {target:.4f}, best {best.iloc[-1]:.4f}, "
+                      f"reached after {rows[-1]['trials_to_reach']} trial(s)", flush=True)
+    table = pd.DataFrame(rows)
+    summary = table.groupby(["searcher", "start"]).agg(
+        trials_to_reach=("trials_to_reach", "median"),
+        never=("trials_to_reach", lambda s: int(s.isna().sum())),
+        final_best=("final_best", "median")).reset_index()
+    with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
+        print(table.to_string(index=False))
+        print("\nmedian over seeds (never: seeds that did not reach the earlier best):")
+        print(summary.to_string(index=False))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(SEARCHERS), figsize=(6 * len(SEARCHERS), 4), squeeze=False)
+    for ax, searcher in zip(axes[0], SEARCHERS, strict=True):
+        for (name, seed, start), best in curves.items():
+            if name == searcher:
+                ax.plot(range(1, len(best) + 1), best, color="C0" if start == "cold" else "C1", alpha=0.6,
+                        label=start if seed == 0 else None)
+        ax.set(title=f"{searcher}: best so far", xlabel="new trials", ylabel="val_accuracy")
+        ax.legend()
+    save_figure(fig, NAME, args.quick)
+    record(args.store, NAME, [("runs", table), ("summary", summary)], args.quick)
+    if not args.quick:
+        summary.to_csv(RESULTS_DIR / f"{NAME}_summary.csv", index=False, float_format="%.5g")
+        table.to_csv(RESULTS_DIR / f"{NAME}_runs.csv", index=False, float_format="%.5g")
+    figures = {f"trials_to_reach_{s}_{start}": float(summary.loc[(summary["searcher"] == s)
+                                                                 & (summary["start"] == start),
+                                                                 "trials_to_reach"].iloc[0])
+               for s in SEARCHERS for start in ("cold", "warm")}
+    print(f"total {time.perf_counter() - started:.0f} s")
+    print_result(NAME, {**figures, "seeds": args.seeds}, args.quick)
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
