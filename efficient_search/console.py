@@ -1,7 +1,7 @@
 """What a search prints: one live view instead of Ray's chatter (``verbose: 1``, the default).
 
 :class:`LiveView` is a Tune callback. On a terminal it redraws one small table in place (trials
-running / paused / finished / failed, the best result and its configuration, trials, epochs and
+running / paused / finished / failed, the best result and its configuration, results and
 wall time used, and a rough time left); elsewhere (CI, ``ray job submit`` logs) it prints one
 plain line per finished trial and a status line every ``every_s`` seconds. A failed trial is
 printed at once, with the file holding its error.
@@ -54,7 +54,7 @@ class LiveView(Callback):
     def _reset(self) -> None:
         self.started = time.monotonic()
         self.best: tuple[float, str, dict[str, Any]] | None = None
-        self.epochs = 0.0
+        self.reported = 0
         self.finished_at: list[float] = []
         self._last_line = self.started
         self._live: Any = None
@@ -83,7 +83,7 @@ class LiveView(Callback):
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any],
                         **info: Any) -> None:
-        self.epochs += 1
+        self.reported += 1
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             best = self.best[0] if self.best is not None else None
@@ -139,7 +139,7 @@ class LiveView(Callback):
         parts = [f"{minutes(time.monotonic() - self.started)}",
                  f"trials {len(trials)}/{self.num_samples}: {c['RUNNING']} running, {c['PAUSED']} paused, "
                  f"{c['TERMINATED']} done, {c['ERROR']} failed",
-                 f"{self.epochs:.0f} results"]
+                 f"{self.reported:.0f} results"]
         if self.best is not None:
             parts.append(f"best {self.metric} {self._number(self.best[0])} ({self._config(self.best[2])})")
         if left is not None and c["TERMINATED"] + c["ERROR"] < self.num_samples:
@@ -154,7 +154,7 @@ class LiveView(Callback):
         left = self.time_left(trials)
         table.add_row("trials", f"{len(trials)}/{self.num_samples}: {c['RUNNING']} running, "
                                 f"{c['PAUSED']} paused, {c['TERMINATED']} done, {c['ERROR']} failed")
-        table.add_row("used", f"{self.epochs:.0f} results, {minutes(time.monotonic() - self.started)}")
+        table.add_row("used", f"{self.reported:.0f} results, {minutes(time.monotonic() - self.started)}")
         if self.best is not None:
             table.add_row(f"best {self.metric}",
                           f"{self._number(self.best[0])}  {self._config(self.best[2])}")

@@ -44,7 +44,7 @@ def test_the_view_counts_trials_keeps_the_best_and_estimates_the_time_left(
 
     restored = pickle.loads(pickle.dumps(view))
     restored.setup()
-    assert restored.best is None and restored.epochs == 0
+    assert restored.best is None and restored.reported == 0
 
 
 def test_worker_lines_go_to_the_file_and_errors_also_to_the_console(
