@@ -94,7 +94,7 @@ def search(args: argparse.Namespace, tag: str, seed: int, share: float, teacher_
                              "population_size": 8},
         "metric": "val_perplexity", "mode": "min", "num_samples": args.search_evals,
         "max_concurrent_trials": 2, "resources": {"num_workers": 0, "cpus_per_worker": 1},
-        "store": args.store, "seed": seed, "verbose": 0,
+        "store": args.store, "seed": seed, "verbose": 0, "resume": args.resume,
         "reuse_actors": True,  # each process loads SmolLM2 and ranks its units once
     })
     return name
@@ -128,7 +128,7 @@ def select_temperature(args: argparse.Namespace, tag: str, seed: int, source: di
                              "init": {"grid": ["random", "searched"]}},
             "num_samples": 1, "max_concurrent_trials": 2, "reuse_actors": True,
             "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
-            "verbose": 0})
+            "verbose": 0, "resume": args.resume})
     rows = ParquetStore(args.store).results(name)
     last = rows[rows["status"] == RUNNING].sort_values("iteration").groupby("trial_id").tail(1)
     table = pd.DataFrame({"seed": seed, "init": last["config.init"].to_numpy(),
@@ -162,7 +162,7 @@ def pretrain_runs(args: argparse.Namespace, tag: str, seed: int, source: dict[st
         started = time.perf_counter()
         es.run({"name": name, "task": "pretrain", "task_options": options, "search_space": {"lr": args.lr},
                 "num_samples": 1, "resources": settings["resources"], "store": args.store, "seed": seed,
-                "verbose": 0})
+                "verbose": 0, "resume": args.resume})
         print(f"seed {seed}: {label} done in {time.perf_counter() - started:.0f} s", flush=True)
         names[label] = name
     return names
@@ -302,7 +302,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
+    parser.add_argument("--tag", default=None,
+                        help="finish an interrupted run: the tag of its experiments (bench-...-<tag>-s0-...);"
+                             " what finished is restored from Ray's saved state, the rest runs")
     args = parser.parse_args()
+    args.resume = args.tag is not None
     args.kd = args.kd or ("online" if args.device == "cuda" else "offline")
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.max_tokens = args.max_tokens or (16_000 if args.quick else 250_000)
@@ -320,7 +324,7 @@ def main() -> None:
     args.select_tokens = max(args.max_tokens // 10, 4 * args.batch_size * args.seq_len)
     args.select_sequences = 8 if args.quick else 32
     shares = [float(s) for s in args.budgets.split(",")]
-    tag = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    tag = args.tag or time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
     started = time.perf_counter()
     ray.init(num_cpus=2, log_to_driver=False)
     teacher = measure_teacher(args)
