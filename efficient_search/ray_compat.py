@@ -230,19 +230,22 @@ BASIC_VARIANT_STATE_GLOB = "basic-variant-state-*.json"
 def grow_saved_search(experiment_path: str | os.PathLike[str], num_samples: int) -> int | None:
     """Let the search algorithm saved under a local experiment folder create trials up to
     ``num_samples`` samples in all; returns how many samples that adds (0: it already had as
-    many), or None when the folder holds no search state (remote storage, nothing saved)."""
+    many), or None when the folder holds no search state (remote storage, nothing saved).
+
+    The state is read and written with Ray's own loader and saver: the file ``Tuner.restore``
+    unpickles anyway, nothing else."""
     import glob
 
-    import ray.cloudpickle as cloudpickle
+    from ray.tune.utils.util import _atomic_save, _load_newest_checkpoint
 
-    from efficient_search.durable import atomic_write
-
+    folder = os.fspath(experiment_path)
     for pattern in (SEARCH_GENERATOR_STATE_GLOB, BASIC_VARIANT_STATE_GLOB):
-        files = sorted(glob.glob(os.path.join(os.fspath(experiment_path), pattern)))
+        files = sorted(glob.glob(os.path.join(folder, pattern)))
         if not files:
             continue
-        with open(files[-1], "rb") as file:
-            state = cloudpickle.load(file)
+        state = _load_newest_checkpoint(folder, pattern)  # the newest by name, as restore picks it
+        if not isinstance(state, dict):
+            return None
         if pattern == SEARCH_GENERATOR_STATE_GLOB:
             added = num_samples - int(state["total_samples"])
             if added > 0:
@@ -258,7 +261,8 @@ def grow_saved_search(experiment_path: str | os.PathLike[str], num_samples: int)
                 state["_total_samples"] += added * per_sample
                 state["_finished"] = False
         if added > 0:
-            atomic_write(files[-1], cloudpickle.dumps(state))
+            name = os.path.basename(files[-1])
+            _atomic_save(state, folder, file_name=name, tmp_file_name=f"tmp-{name}")
         return max(added, 0)
     return None
 
