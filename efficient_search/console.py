@@ -137,8 +137,7 @@ class LiveView(Callback):
         c = self.counts(trials)
         left = self.time_left(trials)
         parts = [f"{minutes(time.monotonic() - self.started)}",
-                 f"trials {len(trials)}/{self.num_samples}: {c['RUNNING']} running, {c['PAUSED']} paused, "
-                 f"{c['TERMINATED']} done, {c['ERROR']} failed",
+                 f"trials {self._trials(trials, c)}",
                  f"{self.reported:.0f} results"]
         if self.best is not None:
             parts.append(f"best {self.metric} {self._number(self.best[0])} ({self._config(self.best[2])})")
@@ -152,8 +151,7 @@ class LiveView(Callback):
         table = Table(title=f"efficient-search: {self.experiment}", show_header=False)
         c = self.counts(trials)
         left = self.time_left(trials)
-        table.add_row("trials", f"{len(trials)}/{self.num_samples}: {c['RUNNING']} running, "
-                                f"{c['PAUSED']} paused, {c['TERMINATED']} done, {c['ERROR']} failed")
+        table.add_row("trials", self._trials(trials, c))
         table.add_row("used", f"{self.reported:.0f} results, {minutes(time.monotonic() - self.started)}")
         if self.best is not None:
             table.add_row(f"best {self.metric}",
@@ -161,6 +159,10 @@ class LiveView(Callback):
         if left is not None:
             table.add_row("left", f"~{minutes(left)}")
         return table
+
+    def _trials(self, trials: list[Any], c: dict[str, int]) -> str:
+        return (f"{len(trials)}/{self.num_samples}: {c['RUNNING']} running, {c['PAUSED']} paused, "
+                f"{c['TERMINATED']} done, {c['ERROR']} failed")
 
     @staticmethod
     def _number(value: Any) -> str:

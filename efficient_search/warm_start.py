@@ -17,22 +17,12 @@ from typing import Any
 
 from ray.tune import Callback
 from ray.tune.search import Searcher
+from ray.tune.utils.util import unflatten_dict
 
 from efficient_search.store import ParquetStore
 from efficient_search.store.rows import RUNNING
 
 Point = tuple[dict[str, Any], dict[str, float]]
-
-
-def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    for key, value in flat.items():
-        *parents, leaf = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config
 
 
 def _differing_axes(old: Any, new: Any) -> list[str]:
@@ -78,7 +68,7 @@ def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str,
                 continue
             config = {c.removeprefix("config."): row[c] for c in last.columns
                       if c.startswith("config.") and not _missing(row[c])}
-            points.append((_nested(config), values))
+            points.append((unflatten_dict(config, delimiter="."), values))
     return points
 
 

@@ -33,6 +33,12 @@ def test_the_view_counts_trials_keeps_the_best_and_estimates_the_time_left(
     status = view.status([a, b])
     assert "trials 2/4: 1 running, 0 paused, 1 done, 0 failed" in status
     assert "best val_accuracy 0.8 (lr=0.1)" in status and "left" in status
+    from rich.console import Console  # the terminal's table says the same
+
+    terminal = Console(record=True, width=120)
+    terminal.print(view._table([a, b]))
+    drawn = terminal.export_text()
+    assert "2/4: 1 running, 0 paused, 1 done, 0 failed" in drawn and "0.8  lr=0.1" in drawn
     b.status = "ERROR"
     view.on_trial_error(4, [a, b], b)
     out, err = capsys.readouterr()
