@@ -15,6 +15,8 @@ EPOCHS = "epochs"
 """Epoch budget of the current rung (cumulative when a trial continues)."""
 RESTART = "fidelity_restart"
 """True when a promoted trial must train afresh instead of continuing from its checkpoint."""
+FIDELITY_KEYS = (EPOCHS, RESTART, TRAINABLE_LAYERS)
+"""Every key a scheduler writes into a config: no hyperparameters."""
 
 
 def is_restart(config: Mapping[str, Any]) -> bool:

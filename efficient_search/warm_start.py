@@ -1,10 +1,11 @@
 """Seed a new search with earlier results from the store (the spec's ``warm_start``).
 
 Every trial of the named experiments (same task, same search space) becomes an evaluated point
-of the new searcher: its configuration and its last reported result, as the searcher would have
-seen it at the trial's end. They reach the searcher through ``add_evaluated_point`` once Tune
-has given it the space (:class:`WarmStart`, a Tune callback), so a warm-started evolution
-breeds from them and Optuna's sampler conditions on them; they are never run again.
+of the new searcher: its configuration, its last reported result and every result before it, as
+the searcher would have seen them. They reach the searcher through ``add_evaluated_point`` once
+Tune has given it the space (:class:`WarmStart`, a Tune callback): a warm-started evolution breeds
+from them, Optuna's sampler conditions on them, and Quick-Tune fine-tunes its surrogate on their
+learning curves; they are never run again.
 
     warm_start: {experiments: [digits-monday, digits-tuesday]}
 """
@@ -19,10 +20,12 @@ from ray.tune import Callback
 from ray.tune.search import Searcher
 from ray.tune.utils.util import unflatten_dict
 
+from efficient_search.fidelity import FIDELITY_KEYS
 from efficient_search.store import ParquetStore
-from efficient_search.store.rows import RUNNING
+from efficient_search.store.rows import RUNNING, is_missing, result_from_columns
 
-Point = tuple[dict[str, Any], dict[str, float]]
+#: (config, {metric: last value}, every reported result in order)
+Point = tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]
 
 
 def _differing_axes(old: Any, new: Any) -> list[str]:
@@ -37,7 +40,7 @@ def _differing_axes(old: Any, new: Any) -> list[str]:
 
 def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str, metrics: Sequence[str],
                    space_description: Any) -> list[Point]:
-    """(config, {metric: value}) of every finished trial of the experiments ``warm_start`` names.
+    """(config, {metric: last value}, results) of every trial of the experiments ``warm_start`` names.
 
     Raises ``ValueError`` naming the experiment and the fix when one is missing, ran another task
     or searched another space (naming the axes that differ).
@@ -61,19 +64,18 @@ def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str,
                              f"{', '.join(_differing_axes(recorded, space_description))} differ. Fix: "
                              "warm-start from experiments with this search space, or search theirs.")
         rows = store.results(name)
-        last = rows[rows["status"] == RUNNING].sort_values("iteration").groupby("trial_id").tail(1)
-        for _, row in last.iterrows():
+        reported = rows[rows["status"] == RUNNING].sort_values(["trial_id", "iteration"], kind="stable")
+        for _, trial in reported.groupby("trial_id", sort=False):
+            row = trial.iloc[-1]
             values = {m: float(row.get(f"metric.{m}", math.nan)) for m in metrics}
             if any(math.isnan(v) for v in values.values()):
                 continue
-            config = {c.removeprefix("config."): row[c] for c in last.columns
-                      if c.startswith("config.") and not _missing(row[c])}
-            points.append((unflatten_dict(config, delimiter="."), values))
+            config = {c.removeprefix("config."): row[c] for c in trial.columns
+                      if c.startswith("config.") and not is_missing(row[c])
+                      and c.removeprefix("config.") not in FIDELITY_KEYS}
+            results = [result_from_columns(r) for r in trial.to_dict("records")]
+            points.append((unflatten_dict(config, delimiter="."), values, results))
     return points
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def check_warm_startable(searcher: Any, name: str) -> None:
@@ -81,7 +83,8 @@ def check_warm_startable(searcher: Any, name: str) -> None:
     method = getattr(type(searcher), "add_evaluated_point", None)
     if not isinstance(searcher, Searcher) or method is Searcher.add_evaluated_point:
         raise ValueError(f"`warm_start` needs a searcher that learns from earlier results, but searcher "
-                         f"{name!r} cannot take evaluated points. Fix: searcher evolution or optuna.")
+                         f"{name!r} cannot take evaluated points. Fix: searcher evolution, optuna "
+                         "or quicktune.")
 
 
 class WarmStart(Callback):
@@ -94,7 +97,9 @@ class WarmStart(Callback):
               **info: Any) -> None:
         if self.done:  # a restored run: the searcher's saved state holds them already
             return
-        for config, values in self.points:
-            # Ours (evolution, optuna) take a mapping of metric -> value, for several objectives.
-            self.searcher.add_evaluated_point(config, values)  # type: ignore[arg-type]
+        for config, values, results in self.points:
+            # Ours take a mapping of metric -> value (several objectives) and the results in order
+            # (Quick-Tune's learning curves; evolution and Optuna read only the last values).
+            self.searcher.add_evaluated_point(
+                config, values, intermediate_values=results)  # type: ignore[arg-type]
         self.done = True

@@ -1,4 +1,5 @@
-"""`warm_start`: earlier results of the same task and space seed a new search (evolution, optuna)."""
+"""`warm_start`: earlier results of the same task and space seed a new search (evolution, optuna,
+Quick-Tune)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from ray import tune
 import efficient_search as es
 from efficient_search.searchers import EvolutionarySearcher
 from efficient_search.searchers.optuna_study import OptunaSearcher
+from efficient_search.searchers.quicktune import QuickTuneSearcher
+from efficient_search.store.rows import result_columns, result_from_columns
 
 SPACE = {"lr": {"loguniform": [0.01, 0.5]}, "depth": {"randint": [1, 4]}, "width": 8, "batch_size": 64}
 TUNE_SPACE = {"lr": tune.loguniform(0.01, 0.5), "depth": tune.randint(1, 4), "width": 8}
@@ -50,13 +53,55 @@ def test_optuna_adds_earlier_points_to_its_study() -> None:
     assert searcher.suggest("t0") is not None
 
 
+def curve(accuracy: float, epochs: int = 3) -> list[dict[str, float]]:
+    """Results as a digits trial reports them: rising to ``accuracy``, 2 s per epoch."""
+    return [{"val_accuracy": accuracy * (0.7 + 0.1 * e), "fidelity/epoch": e + 1,
+             "cost/seconds": 2.0 * (e + 1), "training_iteration": e + 1} for e in range(epochs)]
+
+
+def test_quicktune_fine_tunes_its_surrogate_on_earlier_curves_and_never_reruns_them() -> None:
+    space = {"lr": tune.choice([0.01, 0.02, 0.05, 0.1, 0.3]), "depth": tune.choice([1, 2, 3]), "width": 8}
+    searcher = QuickTuneSearcher(space, metric="val_accuracy", mode="max", seed=0, initial_random=3)
+    for config, accuracy in EARLIER:
+        searcher.add_evaluated_point(config, {"val_accuracy": accuracy}, intermediate_values=curve(accuracy))
+    searcher.add_evaluated_point({"lr": 0.1, "depth": 3, "width": 8}, 0.7,
+                                 intermediate_values=[0.5, 0.6, 0.7])
+    searcher.add_evaluated_point({"lr": 0.01, "depth": 1, "width": 8}, float("nan"), error=True)
+    observations = searcher.model.observations
+    assert observations.trials["warm-start-0"].values == pytest.approx({1: 0.63, 2: 0.72, 3: 0.81})
+    assert observations.trials["warm-start-0"].costs == {1: 2.0, 2: 2.0, 3: 2.0}  # cumulative -> per epoch
+    assert observations.trials["warm-start-3"].values == {1: 0.5, 2: 0.6, 3: 0.7}
+    assert observations.trials["warm-start-4"].failed
+    assert observations.spent_s == 0.0  # the earlier search's seconds are not this one's budget
+    assert searcher.model.ready  # the online surrogate is fitted on the earlier curves: no random start
+    assert {f"warm-start-{i}" for i in range(4)} <= set(searcher.model._cond["marks"])
+    suggested = [searcher.suggest(f"t{i}") for i in range(10)]  # the 10 configs nobody ran yet
+    earlier = {(0.05, 2), (0.3, 1), (0.02, 3), (0.1, 3), (0.01, 1)}
+    assert not earlier & {(s["lr"], s["depth"]) for s in suggested}
+    assert len({(s["lr"], s["depth"]) for s in suggested}) == 10
+    restored = QuickTuneSearcher(space, metric="val_accuracy", mode="max", seed=0)
+    restored.set_state(searcher.get_state())  # plain data keeps them
+    kept = restored.model.observations.trials["warm-start-2"]
+    assert kept.values == observations.trials["warm-start-2"].values
+    assert restored._warm == 5
+    with pytest.raises(ValueError, match=r"lacks axes the space searches"):
+        searcher.add_evaluated_point({"lr": 0.1}, 0.5)
+
+
+def test_a_stored_row_gives_back_the_result_it_came_from() -> None:
+    result = curve(0.9)[1]
+    row = {"iteration": 2, **result_columns(result), "metric.other": float("nan")}
+    assert result_from_columns(row) == result
+
+
 @pytest.mark.usefixtures("ray_session")
 def test_a_warm_started_search_runs_only_new_trials(tmp_path: Path) -> None:
     es.run(spec(tmp_path, "earlier", "evolution", 3, searcher_options={"population_size": 3}))
     store = es.ParquetStore(str(tmp_path / "store"))
     before = store.results("earlier")
     earlier = {(round(lr, 9), d) for lr, d in zip(before["config.lr"], before["config.depth"], strict=True)}
-    for searcher, options in (("evolution", {"population_size": 3}), ("optuna", {"sampler": "tpe"})):
+    for searcher, options in (("evolution", {"population_size": 3}), ("optuna", {"sampler": "tpe"}),
+                              ("quicktune", {"initial_random": 3})):
         name = f"warm-{searcher}"
         es.run(spec(tmp_path, name, searcher, 2, searcher_options=options,
                     warm_start={"experiments": ["earlier"]}))
@@ -77,7 +122,7 @@ def test_bad_warm_starts_are_refused_before_any_trial(tmp_path: Path) -> None:
         ({"task": "subnetwork", "search_space": {"n_layer": {"randint": [1, 3]}}, "metric": None,
           "mode": None, "task_options": {}, **earlier}, r"ran task 'digits', not 'subnetwork'"),
         ({"searcher": "random", **earlier},
-         r"searcher 'random' cannot take evaluated points. Fix: searcher evolution or optuna"),
+         r"searcher 'random' cannot take evaluated points. Fix: searcher evolution, optuna or quicktune"),
     ]
     for fields, pattern in cases:
         with pytest.raises(ValueError, match=pattern):

@@ -157,6 +157,7 @@ class QuickTuneSearcher(Searcher):
         self._finished: set[str] = set()
         self._seen: set[tuple[Any, ...]] = set()
         self._suggested = 0
+        self._warm = 0  # trials of an earlier search added by ``add_evaluated_point``
         self._proposal: tuple[list[int], Genome, float | None] | None = None
 
     def _set_space(self, space: Mapping[str, Any]) -> None:
@@ -245,6 +246,40 @@ class QuickTuneSearcher(Searcher):
             metric=str(self._metric),
         )
 
+    def add_evaluated_point(self, parameters: dict[str, Any], value: Any, error: bool = False,
+                            pruned: bool = False, intermediate_values: list[Any] | None = None) -> None:
+        """Record a trial run elsewhere (a warm start): its learning curve joins the observations the
+        surrogate is fine-tuned and conditioned on; it is never suggested again nor continued, and its
+        seconds do not count against this search's time budget.
+
+        ``intermediate_values``: the trial's results in order, as Tune reported them (mappings with
+        the metric, the budget step and ``cost_attr``), or the metric's values after budget steps
+        1, 2, ...; without them ``value`` (a number or a result mapping) is the final result.
+        """
+        space = check_ready(self, self._space)
+        genes = space.encode_point(parameters, "add_evaluated_point")
+        if any(gene is None for gene in genes):
+            raise ValueError(f"add_evaluated_point: the point {parameters!r} lacks axes the space "
+                             "searches. Fix: give a value for every searched axis.")
+        genome = space.fill(genes, self._rng)
+        trial_id = f"warm-start-{self._warm}"
+        self._warm += 1
+        self._seen.add(tuple(genome))
+        self._finished.add(trial_id)
+        self.model.register(trial_id, space.decode(genome))
+        metric = str(self._metric)
+        if intermediate_values is None:
+            results: list[Any] = [value if isinstance(value, Mapping) else {metric: value}]
+        else:
+            results = [r if isinstance(r, Mapping) else {metric: r, "training_iteration": i}
+                       for i, r in enumerate(intermediate_values, start=1)]
+        spent = self.model.observations.spent_s
+        for result in results:
+            self._observe(trial_id, result)
+        self.model.observations.spent_s = spent
+        if error:
+            self.model.observations.mark_failed(trial_id)
+
     # -- proposals ----------------------------------------------------------------------------------
     def _propose(self) -> tuple[Genome, float | None]:
         """The next new config and its acquisition (None before the surrogate can score); kept until
@@ -264,7 +299,8 @@ class QuickTuneSearcher(Searcher):
         else:
             pool = self._pool(space)
             genome = pool[0]
-            learned = self.model.source != "online" or self._suggested >= self.initial_random
+            learned = (self.model.source != "online"
+                       or self._suggested + self._warm >= self.initial_random)
             if learned and self.model.ready:
                 # Paired with FreezeThawScheduler a new config runs one budget step before the
                 # scheduler weighs it again; alone, it runs to the end (or until ASHA stops it).
@@ -329,6 +365,7 @@ class QuickTuneSearcher(Searcher):
             "mode": self._mode,
             "rng": self._rng.bit_generator.state,
             "suggested": self._suggested,
+            "warm": self._warm,
             "live": [[t, list(g)] for t, g in self._live.items()],
             "finished": sorted(self._finished),
             "seen": [list(k) for k in self._seen],
@@ -363,6 +400,7 @@ class QuickTuneSearcher(Searcher):
         self._reset()
         self._rng.bit_generator.state = state["rng"]
         self._suggested = int(state["suggested"])
+        self._warm = int(state.get("warm", 0))
         self._live = {str(t): list(g) for t, g in state["live"]}
         self._finished = set(state["finished"])
         self._seen = {tuple(k) for k in state["seen"]}

@@ -14,10 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from efficient_search.fidelity import EPOCHS, RESTART, TRAINABLE_LAYERS
-
-#: Config keys a scheduler writes to steer a trial's budget; they are no hyperparameters.
-FIDELITY_KEYS = (EPOCHS, RESTART, TRAINABLE_LAYERS)
+from efficient_search.fidelity import FIDELITY_KEYS
 
 
 def flat_features(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

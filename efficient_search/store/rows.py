@@ -124,6 +124,28 @@ def result_columns(result: Mapping[str, Any]) -> dict[str, float | str]:
     return columns
 
 
+def result_from_columns(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The reported result one stored row stands for (the inverse of :func:`result_columns`, with
+    ``training_iteration`` from ``iteration``); missing values are left out."""
+    result: dict[str, Any] = {}
+    if "iteration" in row and not is_missing(row["iteration"]):
+        result["training_iteration"] = int(row["iteration"])
+    for column, value in row.items():
+        if is_missing(value):
+            continue
+        if column.startswith("metric."):
+            result[column.removeprefix("metric.")] = value
+        for reported, prefix in PREFIXES.items():
+            if column.startswith(prefix):
+                result[reported + column.removeprefix(prefix)] = value
+    return result
+
+
+def is_missing(value: Any) -> bool:
+    """None or NaN: a column a row has no value in."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def make_row(
     *,
     trial_id: str,
