@@ -1,11 +1,11 @@
 """Warm-starting a search from an earlier one in the store vs starting cold, on digits.
 
-Per seed and searcher (evolution, Optuna TPE): an *earlier* search of ``--old`` trials; then two
-new searches of ``--new`` trials each, with another seed: *cold*, and *warm* (``warm_start:
-{experiments: [earlier]}``, so the earlier trials seed the searcher and are not rerun). Each
-counts the trials it needs until its best validation accuracy reaches the earlier search's best
-(never: it did not within ``--new``). Every trial is a real Tune trial; every row lands in the
-store.
+Per seed and searcher (evolution, Optuna TPE, Quick-Tune with an online surrogate): an *earlier*
+search of ``--old`` trials; then two new searches of ``--new`` trials each, with another seed:
+*cold*, and *warm* (``warm_start: {experiments: [earlier]}``, so the earlier trials seed the
+searcher and are not rerun). Each counts the trials it needs until its best validation accuracy
+reaches the earlier search's best (never: it did not within ``--new``). Every trial is a real Tune
+trial (later trials reuse finished trials' processes); every row lands in the store.
 
     python benchmarks/warm_start.py --quick   # 2 seeds, 6 + 6 trials of 1 epoch
     python benchmarks/warm_start.py           # 5 seeds, 16 + 16 trials of 2 epochs
@@ -29,7 +29,8 @@ from efficient_search.store.rows import RUNNING
 NAME = "warm_start"
 SPACE = {"lr": {"loguniform": [0.005, 0.5]}, "depth": {"randint": [1, 4]}, "width": {"choice": [8, 16]},
          "batch_size": {"choice": [32, 64]}}
-SEARCHERS = {"evolution": {"population_size": 4}, "optuna": {"sampler": "tpe"}}
+SEARCHERS = {"evolution": {"population_size": 4}, "optuna": {"sampler": "tpe"},
+             "quicktune": {"initial_random": 3}}
 
 
 def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_samples: int,
@@ -39,7 +40,8 @@ def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_sa
             "searcher": searcher, "searcher_options": SEARCHERS[searcher], "metric": "val_accuracy",
             "mode": "max", "num_samples": num_samples, "max_concurrent_trials": 1,
             "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
-            "verbose": 0, **({"warm_start": {"experiments": [warm_from]}} if warm_from else {})})
+            "verbose": 0, "reuse_actors": True,
+            **({"warm_start": {"experiments": [warm_from]}} if warm_from else {})})
     rows = ParquetStore(args.store).results(name)
     last = rows[rows["status"] == RUNNING].sort_values("timestamp").groupby("trial_id", sort=False).tail(1)
     return last.sort_values("timestamp")["metric.val_accuracy"].cummax().reset_index(drop=True)
