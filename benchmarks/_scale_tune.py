@@ -219,7 +219,7 @@ def _start_ray(concurrency: int) -> bool:
     has that many (False)."""
     import ray
 
-    from efficient_search.api import start_local_ray
+    from efficient_search.local_ray import start_local_ray
 
     if ray.is_initialized():
         cpus = ray.cluster_resources().get("CPU", 0)

@@ -25,7 +25,7 @@ from _common import RESULTS_DIR, print_result, save_figure  # benchmarks/ is on 
 from _common import record as record_rows
 
 import efficient_search as es
-from efficient_search.api import start_local_ray
+from efficient_search.local_ray import start_local_ray
 from efficient_search.store import ParquetStore
 from efficient_search.testing.faults import audit, kill_and_resume
 

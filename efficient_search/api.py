@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,9 @@ import pandas as pd
 from ray.tune.search import Searcher
 
 from efficient_search.console import LiveView, quiet_console
+from efficient_search.local_ray import start_ray
 from efficient_search.ray_compat import (
     grow_saved_search,
-    ray_cluster_mode_off,
     restored_callbacks,
     restored_scheduler,
 )
@@ -230,6 +230,8 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
     param_space = {} if owns_space(searcher) else getattr(plan.space, "param_space", plan.space)
     primary = metric[0] if isinstance(metric, list) else metric
     primary_mode = mode[0] if isinstance(mode, list) else mode
+    warm_from = (", ".join(spec.warm_start["experiments"])
+                 if spec.warm_start is not None and spec.verbose >= 1 else None)
 
     import ray
     from ray import tune
@@ -305,7 +307,8 @@ def _fit(plan: RunPlan, callbacks: Sequence[Any]) -> RunResult:
                 name=spec.name,
                 storage_path=storage_path,
                 callbacks=[callback, *_state_callbacks(scheduler), *callbacks, *([view] if view else []),
-                           *([WarmStart(searcher, plan.warm_points)] if plan.warm_points else [])],
+                           *([WarmStart(searcher, plan.warm_points, announce=warm_from)]
+                             if plan.warm_points else [])],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
                 verbose=spec.verbose if spec.verbose >= 2 else 0,  # 1: our LiveView instead
@@ -426,93 +429,6 @@ def _state_callbacks(scheduler: Any) -> list[Any]:
     """Ray does not save scheduler state on restore; schedulers that can, ride on a callback."""
     make = getattr(scheduler, "state_callback", None)
     return [make()] if callable(make) else []
-
-
-def start_ray(cpus_needed: float) -> None:
-    """Connect to the cluster in ``RAY_ADDRESS`` or start a local one that fits one trial.
-
-    A local cluster listens on 127.0.0.1 only; see :func:`start_local_ray` for the opt-out.
-    """
-    import ray
-
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        # A loopback address stays loopback (Ray would swap 127.0.0.1 for the outward address).
-        with _loopback_node_ip(address.split("://")[-1].rsplit(":", 1)[0]):
-            ray.init()
-        return
-    try:  # a cluster started on this machine with `ray start`
-        ray.init(address="auto")
-        return
-    except ConnectionError:
-        pass
-    start_local_ray(cpus_needed)
-
-
-#: Environment variable naming the address a local Ray started by the package listens on.
-RAY_HOST_ENV = "EFFICIENT_SEARCH_RAY_HOST"
-LOOPBACK = "127.0.0.1"
-
-
-def start_local_ray(cpus_needed: float, *, host: str | None = None, temp_dir: str | None = None,
-                    **init_options: Any) -> None:
-    """Start a single-machine Ray that fits one trial and is reachable from this machine only.
-
-    By default every process of it (GCS, raylet, workers, dashboard and its agents) listens on
-    127.0.0.1. ``host`` (default: the ``EFFICIENT_SEARCH_RAY_HOST`` environment variable, else
-    ``127.0.0.1``) opts out: an address of this machine makes Ray listen and advertise there (so
-    other machines can join), ``0.0.0.0`` gives Ray's own default (every interface). ``temp_dir``
-    is Ray's ``_temp_dir``; ``init_options`` go to ``ray.init``.
-
-    Example::
-
-        start_local_ray(2)                       # 127.0.0.1 only
-        start_local_ray(2, host="10.0.0.5")      # reachable at 10.0.0.5
-    """
-    import math
-
-    import ray
-
-    host = host or os.environ.get(RAY_HOST_ENV) or LOOPBACK
-    options: dict[str, Any] = {"dashboard_host": host, **init_options}
-    if temp_dir is not None:
-        options["_temp_dir"] = temp_dir
-    if host not in ("0.0.0.0", "::"):
-        options["_node_ip_address"] = host
-    # A local cluster gets at least the CPUs one trial asks for, so that a 2-core laptop can
-    # still run 2 workers beside the trial's own small share.
-    num_cpus = max(os.cpu_count() or 1, math.ceil(cpus_needed))
-    with _loopback_node_ip(host):
-        ray.init(num_cpus=num_cpus, **options)
-    node_ip = ray.util.get_node_ip_address()
-    if _is_loopback(host) and not _is_loopback(node_ip):
-        logger.warning("Ray was asked to listen on %s but its node address is %s: its processes may be "
-                       "reachable from the network.", host, node_ip)
-
-
-def _is_loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@contextlib.contextmanager
-def _loopback_node_ip(host: str) -> Iterator[None]:
-    """Let ``ray.init`` keep a loopback node address.
-
-    On Linux, ``ray.init(_node_ip_address="127.0.0.1")`` swaps 127.0.0.1 for the machine's outward
-    address unless Ray's multi-node support is off (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when
-    Ray is imported; the default on macOS and Windows). The GCS, raylet and workers listen on the node
-    address, so turn multi-node support off while this node starts (only address look-ups read it).
-    """
-    if not _is_loopback(host):
-        yield
-        return
-    with ray_cluster_mode_off():
-        yield
 
 
 def _default_storage(store_root: str) -> str:

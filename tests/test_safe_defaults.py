@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from efficient_search import api
+from efficient_search import local_ray
 from efficient_search.fidelity import EPOCHS, RESTART, TRAINABLE_LAYERS, run_name
 from efficient_search.redaction import (
     REDACTED,
@@ -37,7 +37,7 @@ HF_TOKEN = "hf_" + "Zq7" * 12  # what a Hugging Face token looks like
 LISTENERS = r"""
 import json, socket, sys, time
 import psutil, ray
-from efficient_search.api import start_local_ray
+from efficient_search.local_ray import start_local_ray
 
 start_local_ray(1, temp_dir=sys.argv[1], log_to_driver=False)
 ray.get(ray.remote(lambda: 1).remote())  # a worker process is up too
@@ -64,7 +64,7 @@ def is_loopback(ip: str) -> bool:
 def test_a_local_ray_listens_on_loopback_only() -> None:
     temp_dir = tempfile.mkdtemp(prefix="es-lo-", dir="/tmp")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop(api.RAY_HOST_ENV, None)
+    env.pop(local_ray.RAY_HOST_ENV, None)
     try:
         done = subprocess.run([sys.executable, "-c", LISTENERS, temp_dir], capture_output=True,
                               text=True, timeout=240, env=env, cwd=REPO)
@@ -87,13 +87,13 @@ def test_the_host_opt_out_reaches_ray_init(monkeypatch: pytest.MonkeyPatch) -> N
     calls: list[dict] = []
     monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "127.0.0.1")
-    monkeypatch.delenv(api.RAY_HOST_ENV, raising=False)
-    api.start_local_ray(1)
+    monkeypatch.delenv(local_ray.RAY_HOST_ENV, raising=False)
+    local_ray.start_local_ray(1)
     assert calls[-1]["_node_ip_address"] == "127.0.0.1" and calls[-1]["dashboard_host"] == "127.0.0.1"
-    monkeypatch.setenv(api.RAY_HOST_ENV, "0.0.0.0")
-    api.start_local_ray(1)
+    monkeypatch.setenv(local_ray.RAY_HOST_ENV, "0.0.0.0")
+    local_ray.start_local_ray(1)
     assert "_node_ip_address" not in calls[-1] and calls[-1]["dashboard_host"] == "0.0.0.0"
-    api.start_local_ray(1, host="10.1.2.3")
+    local_ray.start_local_ray(1, host="10.1.2.3")
     assert calls[-1]["_node_ip_address"] == "10.1.2.3" and calls[-1]["dashboard_host"] == "10.1.2.3"
 
 
@@ -110,8 +110,8 @@ def test_start_ray_connects_before_it_starts_a_local_ray(monkeypatch: pytest.Mon
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "127.0.0.1")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    monkeypatch.delenv(api.RAY_HOST_ENV, raising=False)
-    api.start_ray(1)
+    monkeypatch.delenv(local_ray.RAY_HOST_ENV, raising=False)
+    local_ray.start_ray(1)
     assert calls[0] == {"address": "auto"} and calls[1]["_node_ip_address"] == "127.0.0.1"
 
 

@@ -203,11 +203,11 @@ def connect(cluster: LocalAutoscalingCluster, **init_options: Any) -> None:
     """Connect this process to ``cluster`` (an explicit address: never another local Ray)."""
     import ray
 
-    from efficient_search.api import _loopback_node_ip
+    from efficient_search.local_ray import loopback_node_ip
     from efficient_search.ray_compat import enable_token_auth_if_token_available
 
     # `ray start` turns token authentication on when a token exists (and RAY_AUTH_MODE is
     # unset); the same rule here makes this process present it.
     enable_token_auth_if_token_available()
-    with _loopback_node_ip(LOOPBACK):
+    with loopback_node_ip(LOOPBACK):
         ray.init(address=cluster.address, _node_ip_address=LOOPBACK, **init_options)

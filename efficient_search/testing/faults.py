@@ -73,7 +73,7 @@ def driver_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     import ray
 
     env = dict(os.environ)
-    if ray.is_initialized():  # a loopback address stays loopback: see api.start_ray
+    if ray.is_initialized():  # a loopback address stays loopback: see local_ray.start_ray
         env["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     env.update(extra or {})
     return env
