@@ -88,10 +88,11 @@ def check_warm_startable(searcher: Any, name: str) -> None:
 
 
 class WarmStart(Callback):
-    """Hands the earlier points to the searcher once Tune has set its space (first setup only)."""
+    """Hands the earlier points to the searcher once Tune has set its space (first setup only), and
+    says so when ``announce`` names their experiments."""
 
-    def __init__(self, searcher: Searcher, points: list[Point]) -> None:
-        self.searcher, self.points, self.done = searcher, points, False
+    def __init__(self, searcher: Searcher, points: list[Point], announce: str | None = None) -> None:
+        self.searcher, self.points, self.done, self.announce = searcher, points, False, announce
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
@@ -103,3 +104,6 @@ class WarmStart(Callback):
             self.searcher.add_evaluated_point(
                 config, values, intermediate_values=results)  # type: ignore[arg-type]
         self.done = True
+        if self.announce:
+            print(f"efficient-search: warm start: {len(self.points)} earlier trial(s) of {self.announce} "
+                  f"seed searcher {type(self.searcher).__name__}", flush=True)

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ray import tune
 
 import efficient_search as es
+from efficient_search.cli import main as cli
 from efficient_search.searchers import EvolutionarySearcher
 from efficient_search.searchers.optuna_study import OptunaSearcher
 from efficient_search.searchers.quicktune import QuickTuneSearcher
@@ -95,7 +97,8 @@ def test_a_stored_row_gives_back_the_result_it_came_from() -> None:
 
 
 @pytest.mark.usefixtures("ray_session")
-def test_a_warm_started_search_runs_only_new_trials(tmp_path: Path) -> None:
+def test_a_warm_started_search_runs_only_new_trials(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     es.run(spec(tmp_path, "earlier", "evolution", 3, searcher_options={"population_size": 3}))
     store = es.ParquetStore(str(tmp_path / "store"))
     before = store.results("earlier")
@@ -103,8 +106,16 @@ def test_a_warm_started_search_runs_only_new_trials(tmp_path: Path) -> None:
     for searcher, options in (("evolution", {"population_size": 3}), ("optuna", {"sampler": "tpe"}),
                               ("quicktune", {"initial_random": 3})):
         name = f"warm-{searcher}"
-        es.run(spec(tmp_path, name, searcher, 2, searcher_options=options,
-                    warm_start={"experiments": ["earlier"]}))
+        warm = spec(tmp_path, name, searcher, 2, searcher_options=options,
+                    warm_start={"experiments": ["earlier"]})
+        if searcher == "quicktune":  # from the command line, which says what seeds the search
+            path = tmp_path / "warm.yaml"
+            path.write_text(yaml.safe_dump({**warm, "verbose": 1}))
+            assert cli(["run", str(path)]) == 0
+            assert "warm start: 3 earlier trial(s) of earlier seed searcher QuickTuneSearcher" in \
+                capsys.readouterr().out
+        else:  # from Python
+            es.run(warm)
         rows = store.results(name)
         assert rows["trial_id"].nunique() == 2  # only its own trials run and land in the store
         assert not earlier & {(round(lr, 9), d) for lr, d in zip(rows["config.lr"], rows["config.depth"],
