@@ -66,14 +66,15 @@ def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str,
         rows = store.results(name)
         reported = rows[rows["status"] == RUNNING].sort_values(["trial_id", "iteration"], kind="stable")
         for _, trial in reported.groupby("trial_id", sort=False):
-            row = trial.iloc[-1]
+            records = trial.to_dict("records")  # Python scalars, as the space's axes expect
+            row = records[-1]
             values = {m: float(row.get(f"metric.{m}", math.nan)) for m in metrics}
             if any(math.isnan(v) for v in values.values()):
                 continue
-            config = {c.removeprefix("config."): row[c] for c in trial.columns
-                      if c.startswith("config.") and not is_missing(row[c])
+            config = {c.removeprefix("config."): v for c, v in row.items()
+                      if c.startswith("config.") and not is_missing(v)
                       and c.removeprefix("config.") not in FIDELITY_KEYS}
-            results = [result_from_columns(r) for r in trial.to_dict("records")]
+            results = [result_from_columns(r) for r in records]
             points.append((unflatten_dict(config, delimiter="."), values, results))
     return points
 

@@ -16,6 +16,7 @@ from efficient_search.searchers import EvolutionarySearcher
 from efficient_search.searchers.optuna_study import OptunaSearcher
 from efficient_search.searchers.quicktune import QuickTuneSearcher
 from efficient_search.store.rows import result_columns, result_from_columns
+from efficient_search.warm_start import earlier_points
 
 SPACE = {"lr": {"loguniform": [0.01, 0.5]}, "depth": {"randint": [1, 4]}, "width": 8, "batch_size": 64}
 TUNE_SPACE = {"lr": tune.loguniform(0.01, 0.5), "depth": tune.randint(1, 4), "width": 8}
@@ -88,6 +89,26 @@ def test_quicktune_fine_tunes_its_surrogate_on_earlier_curves_and_never_reruns_t
     assert restored._warm == 5
     with pytest.raises(ValueError, match=r"lacks axes the space searches"):
         searcher.add_evaluated_point({"lr": 0.1}, 0.5)
+
+
+def test_stored_trials_come_back_as_points_a_searcher_takes(tmp_path: Path) -> None:
+    """Store rows hold numpy scalars; a choice axis takes only the values of its categories."""
+    store = es.ParquetStore(str(tmp_path))
+    rows = [{"trial_id": t, "iteration": i, "status": "RUNNING", "config.width": width, "config.lr": lr,
+             "config.epochs": 2, "metric.val_accuracy": accuracy * i / 2, "fidelity.epoch": i}
+            for t, width, lr, accuracy in (("a", 16, 0.1, 0.8), ("b", 8, 0.3, 0.6)) for i in (1, 2)]
+    store.append("earlier", rows)
+    store.write_metadata("earlier", {"spec": {"task": "digits"}})
+    points = earlier_points({"experiments": ["earlier"]}, str(tmp_path), "digits", ["val_accuracy"], None)
+    assert [p[:2] for p in points] == [({"width": 16, "lr": 0.1}, {"val_accuracy": 0.8}),
+                                       ({"width": 8, "lr": 0.3}, {"val_accuracy": 0.6})]
+    assert points[0][2] == [{"training_iteration": 1, "val_accuracy": 0.4, "fidelity/epoch": 1},
+                            {"training_iteration": 2, "val_accuracy": 0.8, "fidelity/epoch": 2}]
+    searcher = EvolutionarySearcher({"width": tune.choice([8, 16]), "lr": tune.loguniform(0.01, 0.5)},
+                                    metric="val_accuracy", mode="max", population_size=2, seed=0)
+    for config, values, results in points:  # the scheduler's `epochs` key was left out
+        searcher.add_evaluated_point(config, values, intermediate_values=results)
+    assert len(searcher._population) == 2
 
 
 def test_a_stored_row_gives_back_the_result_it_came_from() -> None:
