@@ -191,7 +191,8 @@ def plan_run(spec: ExperimentSpec | Mapping[str, Any] | str | os.PathLike[str],
     if spec.warm_start is not None:
         check_warm_startable(searcher, _name(spec.searcher))
         warm_points = earlier_points(spec.warm_start, spec.store, spec.task,
-                                     metric if isinstance(metric, list) else [metric], space_description)
+                                     metric if isinstance(metric, list) else [metric], space_description,
+                                     mode=mode[0] if isinstance(mode, list) else mode)
     return RunPlan(spec=spec, task=task, options=options, metric=metric, mode=mode, space=space,
                    searcher=searcher, scheduler=scheduler, store=store, storage_path=storage_path,
                    space_description=space_description, warm_points=warm_points)

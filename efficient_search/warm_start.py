@@ -39,8 +39,10 @@ def _differing_axes(old: Any, new: Any) -> list[str]:
 
 
 def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str, metrics: Sequence[str],
-                   space_description: Any) -> list[Point]:
-    """(config, {metric: last value}, results) of every trial of the experiments ``warm_start`` names.
+                   space_description: Any, mode: str = "max") -> list[Point]:
+    """(config, {metric: last value}, results) of every trial of the experiments ``warm_start`` names,
+    from the worst to the best by the first metric (``mode`` its direction), so that an aging
+    evolution's population, which keeps the last points it was given, starts from the best.
 
     Raises ``ValueError`` naming the experiment and the fix when one is missing, ran another task
     or searched another space (naming the axes that differ).
@@ -76,7 +78,8 @@ def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str,
                       and c.removeprefix("config.") not in FIDELITY_KEYS}
             results = [result_from_columns(r) for r in records]
             points.append((unflatten_dict(config, delimiter="."), values, results))
-    return points
+    sign = 1.0 if mode == "max" else -1.0
+    return sorted(points, key=lambda point: sign * point[1][metrics[0]])
 
 
 def check_warm_startable(searcher: Any, name: str) -> None:

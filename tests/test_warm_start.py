@@ -100,15 +100,19 @@ def test_stored_trials_come_back_as_points_a_searcher_takes(tmp_path: Path) -> N
     store.append("earlier", rows)
     store.write_metadata("earlier", {"spec": {"task": "digits"}})
     points = earlier_points({"experiments": ["earlier"]}, str(tmp_path), "digits", ["val_accuracy"], None)
-    assert [p[:2] for p in points] == [({"width": 16, "lr": 0.1}, {"val_accuracy": 0.8}),
-                                       ({"width": 8, "lr": 0.3}, {"val_accuracy": 0.6})]
-    assert points[0][2] == [{"training_iteration": 1, "val_accuracy": 0.4, "fidelity/epoch": 1},
+    # Worst first, best last: an aging population keeps the last points it is given.
+    assert [p[:2] for p in points] == [({"width": 8, "lr": 0.3}, {"val_accuracy": 0.6}),
+                                       ({"width": 16, "lr": 0.1}, {"val_accuracy": 0.8})]
+    assert points[1][2] == [{"training_iteration": 1, "val_accuracy": 0.4, "fidelity/epoch": 1},
                             {"training_iteration": 2, "val_accuracy": 0.8, "fidelity/epoch": 2}]
+    lowest = earlier_points({"experiments": ["earlier"]}, str(tmp_path), "digits", ["val_accuracy"], None,
+                            mode="min")
+    assert [p[1]["val_accuracy"] for p in lowest] == [0.8, 0.6]
     searcher = EvolutionarySearcher({"width": tune.choice([8, 16]), "lr": tune.loguniform(0.01, 0.5)},
                                     metric="val_accuracy", mode="max", population_size=2, seed=0)
-    for config, values, results in points:  # the scheduler's `epochs` key was left out
+    for config, values, results in [*points[:1], *points]:  # the scheduler's `epochs` key was left out
         searcher.add_evaluated_point(config, values, intermediate_values=results)
-    assert len(searcher._population) == 2
+    assert searcher._population.members == [1, 2]  # the worst aged out
 
 
 def test_a_stored_row_gives_back_the_result_it_came_from() -> None:
