@@ -28,14 +28,19 @@ from efficient_search.store.rows import RUNNING, is_missing, result_from_columns
 Point = tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]
 
 
-def _differing_axes(old: Any, new: Any) -> list[str]:
-    """Names of the axes two space descriptions disagree on (added, removed or changed)."""
-    def axes(description: Any) -> dict[str, Any]:
-        return {".".join(map(str, a["path"])): a for a in (description or {}).get("axes", [])}
+def _by_path(description: Any) -> dict[str, Any]:
+    return {".".join(map(str, a["path"])): a for a in (description or {}).get("axes", [])}
 
-    before, after = axes(old), axes(new)
+
+def _differences(old: Any, new: Any) -> list[str]:
+    """What two space descriptions disagree on: the axes added, removed or changed (by name; their
+    order does not matter to a warm start, which hands points over by name), else the constants."""
+    if old is None or new is None or old == new:
+        return []
+    before, after = _by_path(old), _by_path(new)
     names = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    return names or ["the constants"]
+    rest = {k: v for k, v in old.items() if k != "axes"} != {k: v for k, v in new.items() if k != "axes"}
+    return names or (["the constants"] if rest else [])
 
 
 def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str, metrics: Sequence[str],
@@ -61,9 +66,10 @@ def earlier_points(warm_start: Mapping[str, Any], default_store: str, task: str,
             raise ValueError(f"`warm_start.experiments` {name!r} ran task {ran!r}, not {task!r}: its results "
                              "say nothing about this search. Fix: name experiments of the same task.")
         recorded = metadata.get("space")
-        if recorded is not None and space_description is not None and recorded != space_description:
+        differences = _differences(recorded, space_description)
+        if differences:
             raise ValueError(f"`warm_start.experiments` {name!r} searched another space: "
-                             f"{', '.join(_differing_axes(recorded, space_description))} differ. Fix: "
+                             f"{', '.join(differences)} differ. Fix: "
                              "warm-start from experiments with this search space, or search theirs.")
         rows = store.results(name)
         reported = rows[rows["status"] == RUNNING].sort_values(["trial_id", "iteration"], kind="stable")

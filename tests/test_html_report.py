@@ -65,8 +65,11 @@ def test_the_page_loads_renders_every_plot_and_sorts_in_chromium(report: Path, b
     html = report.read_text()
     assert "cdn" not in html.lower().split("<script>")[0] and "<script src=" not in html  # works offline
     browser.get(report.as_uri())
+    # curves, best so far, fidelity correlation, importance (a loaded machine parses the page's
+    # inlined plotly slowly: wait for them rather than read the page once)
+    WebDriverWait(browser, 60).until(
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, ".plotly-graph-div")) >= 4)
     plots = browser.find_elements(By.CSS_SELECTOR, ".plotly-graph-div")
-    assert len(plots) >= 4  # curves, best so far, fidelity correlation, importance
     WebDriverWait(browser, 60).until(
         lambda b: len(b.find_elements(By.CSS_SELECTOR, ".plotly-graph-div .main-svg")) >= len(plots))
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]

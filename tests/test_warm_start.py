@@ -115,6 +115,17 @@ def test_stored_trials_come_back_as_points_a_searcher_takes(tmp_path: Path) -> N
     assert searcher._population.members == [1, 2]  # the worst aged out
 
 
+def test_a_space_written_in_another_order_is_the_same_space() -> None:
+    from efficient_search.api import describe_space
+    from efficient_search.warm_start import _differences
+
+    python = describe_space(TUNE_SPACE)
+    assert _differences(python, describe_space({"width": 8, "depth": tune.randint(1, 4),
+                                                "lr": tune.loguniform(0.01, 0.5)})) == []
+    assert _differences(python, describe_space({**TUNE_SPACE, "depth": tune.randint(1, 9)})) == ["depth"]
+    assert _differences(python, describe_space({**TUNE_SPACE, "width": 16})) == ["the constants"]
+
+
 def test_a_stored_row_gives_back_the_result_it_came_from() -> None:
     result = curve(0.9)[1]
     row = {"iteration": 2, **result_columns(result), "metric.other": float("nan")}
