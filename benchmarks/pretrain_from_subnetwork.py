@@ -297,7 +297,7 @@ def main() -> None:
                         help="parameter shares searched, the first one trained "
                              "(default 0.10,0.25; quick 0.10)")
     parser.add_argument("--temperatures", default=None,
-                        help="KD temperatures tried on search blocks (default 1,2,4,10; quick 1,10)")
+                        help="KD temperatures tried on search blocks (default 1,2,4,10; quick 2)")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -315,7 +315,7 @@ def main() -> None:
     args.search_evals = args.search_evals or (4 if args.quick else 30)
     args.budgets = args.budgets or ("0.10" if args.quick else "0.10,0.25")
     args.temperatures = [float(t) for t in
-                         (args.temperatures or ("1,10" if args.quick else "1,2,4,10")).split(",")]
+                         (args.temperatures or ("2" if args.quick else "1,2,4,10")).split(",")]
     args.eval_sequences = 16 if args.quick else 48
     args.search_sequences = 4 if args.quick else 16
     args.calibration = 4 if args.quick else 8

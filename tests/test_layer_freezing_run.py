@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -45,10 +46,8 @@ def ladder(rows: pd.DataFrame) -> dict[float, list[tuple[int, int]]]:
             for lr, r in reported.groupby("config.lr")}
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("promotion", ["continue", "restart"])
-def test_trials_climb_the_trainable_layer_rungs(tmp_path, promotion: str) -> None:
-    result = es.run(spec(tmp_path, f"freeze-{promotion}", promotion))
+def check_climb(result: es.RunResult, promotion: str) -> dict[float, list[tuple[int, int]]]:
+    """Every trial climbs the rungs z = 1, 2, 4 as successive halving allows; returns the ladder."""
     assert not result.grid.errors
     rows = result.results()
     steps = ladder(rows)
@@ -65,13 +64,20 @@ def test_trials_climb_the_trainable_layer_rungs(tmp_path, promotion: str) -> Non
         else:  # each promotion trains afresh at the higher z
             assert set(epochs) == {1}
     assert set(rows.loc[rows["status"] != "RUNNING", "status"]) == {"TERMINATED"}
+    return steps
+
+
+@pytest.mark.slow
+def test_restarted_trials_climb_the_trainable_layer_rungs(tmp_path) -> None:
+    """Promotion "restart"; "continue" climbs in the crash test below (its uninterrupted run)."""
+    check_climb(es.run(spec(tmp_path, "freeze-restart", "restart")), "restart")
 
 
 @pytest.mark.slow
 def test_restore_after_a_crash_keeps_the_rungs(tmp_path) -> None:
-    straight = ladder(es.run(spec(tmp_path, "freeze-straight", "continue")).results())
-
-    # Run the same experiment in another process and kill it (and the Ray it started) mid-way.
+    # Run the experiment in another process and kill it (and the Ray it started) mid-way, while
+    # the same experiment runs uninterrupted here (one trial at a time: the rungs do not depend on
+    # timing).
     spec_file = tmp_path / "split.yaml"
     spec_file.write_text(yaml.safe_dump(spec(tmp_path, "freeze-split", "continue")))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -79,15 +85,22 @@ def test_restore_after_a_crash_keeps_the_rungs(tmp_path) -> None:
                                env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     store = es.ParquetStore(tmp_path / "store")
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and crashed.poll() is None:
-            if "freeze-split" in store.experiments() and len(store.results("freeze-split")) >= 4:
-                break
-            time.sleep(0.2)
-    finally:
-        os.killpg(crashed.pid, signal.SIGKILL)
-        crashed.wait()
+
+    def kill_mid_way() -> None:
+        deadline = time.monotonic() + 300
+        try:
+            while time.monotonic() < deadline and crashed.poll() is None:
+                if "freeze-split" in store.experiments() and len(store.results("freeze-split")) >= 4:
+                    break
+                time.sleep(0.2)
+        finally:
+            os.killpg(crashed.pid, signal.SIGKILL)
+            crashed.wait()
+
+    with ThreadPoolExecutor(1) as pool:
+        killed = pool.submit(kill_mid_way)
+        straight = check_climb(es.run(spec(tmp_path, "freeze-straight", "continue")), "continue")
+        killed.result()
     partial = ladder(store.results("freeze-split"))
     assert sum(len(s) for s in partial.values()) < sum(len(s) for s in straight.values())
 

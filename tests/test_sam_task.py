@@ -372,7 +372,7 @@ def test_quicktune_pauses_and_continues_sam_trials_on_nuclei(nuclei: Path, tmp_p
         "searcher_options": {"pool_size": 32, "initial_random": 2},
         "scheduler": "freeze_thaw",
         "scheduler_options": {"max_t": 3},
-        "num_samples": 4,
+        "num_samples": 3,
         "max_concurrent_trials": 1,
         "resources": {"num_workers": 0},
         "store": str(store),
