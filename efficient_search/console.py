@@ -206,12 +206,14 @@ def _not_a_trial_failure(record: logging.LogRecord) -> bool:
 
 @contextlib.contextmanager
 def quiet_console(log_file: str | os.PathLike[str]) -> Iterator[None]:
-    """Inside: Ray's worker output to ``log_file`` (errors echoed), Tune's tables and INFO logs off."""
+    """Inside: Ray's worker output to ``log_file`` (errors echoed), Tune's tables and Ray's and Optuna's
+    INFO logs off."""
     from efficient_search.ray_compat import worker_lines_to
 
     saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the older reporter is silent at verbose 0
-    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train", "ray.air")]
+    # Optuna logs every study it creates and every trial it records at INFO.
+    loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.train", "ray.air", "optuna")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)

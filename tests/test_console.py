@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from efficient_search.console import LiveView, WorkerLog
+from efficient_search.console import LiveView, WorkerLog, quiet_console
 
 
 def trial(trial_id: str, status: str, **config: float) -> SimpleNamespace:
@@ -70,6 +70,19 @@ def test_worker_lines_go_to_the_file_and_errors_also_to_the_console(
 
 
 @pytest.mark.usefixtures("ray_session")
+def test_the_quiet_console_turns_info_logs_off_and_back_on(tmp_path: Path) -> None:
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's default: a line per study and trial
+    names = ("ray.tune", "ray.train", "optuna")
+    with quiet_console(tmp_path / "workers.log"):
+        assert not any(logging.getLogger(n).isEnabledFor(logging.INFO) for n in names)
+        assert logging.getLogger("optuna").isEnabledFor(logging.WARNING)
+    assert logging.getLogger("optuna").isEnabledFor(logging.INFO)  # its own level came back
+
+
 def test_a_train_worker_search_prints_a_short_live_view(tmp_path: Path) -> None:
     import ray
 
