@@ -171,11 +171,7 @@ class EvolutionarySearcher(Searcher):
         of metric -> value (for several objectives).
         """
         space = self._searched
-        genes = space.encode_point(parameters, "add_evaluated_point")
-        if any(gene is None for gene in genes):
-            raise ValueError(f"add_evaluated_point: the point {parameters!r} lacks axes the space "
-                             "searches. Fix: give a value for every searched axis.")
-        genome = space.fill(genes, self._rng)
+        genome = space.encode_whole(parameters, "add_evaluated_point")
         result = value if isinstance(value, Mapping) else {self._metrics[0]: value}
         values = None if error else self._objective_values(result)
         if self._design_position == 0:  # earlier results stand in for the initial design

@@ -257,11 +257,7 @@ class QuickTuneSearcher(Searcher):
         1, 2, ...; without them ``value`` (a number or a result mapping) is the final result.
         """
         space = check_ready(self, self._space)
-        genes = space.encode_point(parameters, "add_evaluated_point")
-        if any(gene is None for gene in genes):
-            raise ValueError(f"add_evaluated_point: the point {parameters!r} lacks axes the space "
-                             "searches. Fix: give a value for every searched axis.")
-        genome = space.fill(genes, self._rng)
+        genome = space.encode_whole(parameters, "add_evaluated_point")
         trial_id = f"warm-start-{self._warm}"
         self._warm += 1
         self._seen.add(tuple(genome))

@@ -117,6 +117,15 @@ class SearchSpace:
                 )
         return genes
 
+    def encode_whole(self, point: Mapping[str, Any], where: str) -> Genome:
+        """The genome of a config that gives every searched axis (a ``ValueError`` names the gaps)."""
+        genes = self.encode_point(point, where)
+        missing = [path_name(axis.path) for axis, gene in zip(self.axes, genes, strict=True) if gene is None]
+        if missing:
+            raise ValueError(f"{where}: the point {dict(point)!r} lacks axes the space searches "
+                             f"({', '.join(missing)}). Fix: give a value for every searched axis.")
+        return [gene for gene in genes if gene is not None]
+
     @staticmethod
     def key(genome: Sequence[Gene]) -> tuple[Gene, ...]:
         """A hashable identity of a genome (each axis keeps one gene type, so equality is exact)."""
