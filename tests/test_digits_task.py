@@ -83,3 +83,32 @@ def test_more_trainable_layers_than_the_model_has_is_an_error() -> None:
     with pytest.raises(ValueError, match=r"`trainable_layers` 9 does not fit this model's 4 layer"):
         task.train_loop({**PARAMS, "trainable_layers": 9}, task.resolve_options({}),
                         RecordingSession(), 0)
+
+
+def test_cosine_lr_schedule_decays_per_epoch_and_resumes_on_it() -> None:
+    from efficient_search.train.loop import epoch_lr_factor
+
+    factor = epoch_lr_factor({"lr_schedule": "cosine"}, 4)
+    assert [round(factor(e), 4) for e in range(4)] == [1.0, 0.8536, 0.5, 0.1464]
+    assert epoch_lr_factor({}, 4)(3) == 1.0  # constant unless asked
+    task = get_task("digits")
+    params = {**PARAMS, "lr_schedule": "cosine"}
+    first = RecordingSession()
+    task.train_loop(params, task.resolve_options({"epochs": 2}), first, 0)
+    # Resumed at epoch 2 of 3, the rate is the cosine's third step: the same run as a straight one.
+    resumed = RecordingSession(resume_dir=first.reports[0][1])
+    task.train_loop(params, task.resolve_options({"epochs": 3}), resumed, 0)
+    straight = RecordingSession()
+    task.train_loop(params, task.resolve_options({"epochs": 3}), straight, 0)
+    assert [m["fidelity/epoch"] for m, _ in resumed.reports] == [2, 3]
+    assert resumed.reports[-1][0]["val_loss"] == pytest.approx(straight.reports[-1][0]["val_loss"], rel=1e-4)
+    constant = RecordingSession()
+    task.train_loop(PARAMS, task.resolve_options({"epochs": 3}), constant, 0)
+    assert constant.reports[-1][0]["val_loss"] != straight.reports[-1][0]["val_loss"]
+
+
+def test_unknown_lr_schedule_is_refused_with_the_fix() -> None:
+    task = get_task("digits")
+    with pytest.raises(ValueError, match=r"`lr_schedule` must be one of constant, cosine, but got 'linear'"):
+        task.train_loop({**PARAMS, "lr_schedule": "linear"}, task.resolve_options({"epochs": 1}),
+                        RecordingSession(), 0)

@@ -17,6 +17,7 @@ from torch import nn
 from efficient_search.fidelity import EPOCHS, TRAINABLE_LAYERS
 from efficient_search.train.freezing import freeze_layers, max_fidelity
 from efficient_search.train.memory import ActivationMeter, peak_memory_bytes
+from efficient_search.train.schedules import lr_multiplier
 from efficient_search.train.session import TrialSession, new_checkpoint_dir
 from efficient_search.train.strategy import Prepared, prepare
 
@@ -47,12 +48,28 @@ def make_optimizer(params: Mapping[str, Any], trainable: list[nn.Parameter],
     raise ValueError(f"`optimizer` must be 'sgd' or 'adamw', but got {name!r}.")
 
 
+#: values of the ``lr_schedule`` key: the rate per epoch, from the trial's ``lr`` down
+EPOCH_SCHEDULES = ("constant", "cosine")
+
+
+def epoch_lr_factor(params: Mapping[str, Any], epochs: int) -> Callable[[int], float]:
+    """``epoch -> multiplier`` of ``lr`` for the ``lr_schedule`` key (constant, the default, or
+    cosine from 1 at the first epoch towards 0 after the last, over the trial's ``epochs``)."""
+    kind = params.get("lr_schedule", "constant")
+    if kind not in EPOCH_SCHEDULES:
+        raise ValueError(f"`lr_schedule` must be one of {', '.join(EPOCH_SCHEDULES)}, but got {kind!r}. "
+                         "Fix: search over e.g. {choice: [constant, cosine]} or leave it out (constant).")
+    return lr_multiplier(kind, total_steps=max(1, epochs))
+
+
 def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str, Any],
                session: TrialSession, seed: int, *, train_epoch: TrainEpoch, evaluate: Evaluate,
                micro_batch_size: int, default_optimizer: str = "sgd") -> None:
     """Train ``model`` epoch by epoch, reporting metrics, fidelity and cost after each.
 
-    Fidelity keys in ``params``: ``trainable_layers`` (freeze all but the top z layer units;
+    ``params`` holds the optimiser's keys (see ``make_optimizer``) and ``lr_schedule`` (see
+    ``epoch_lr_factor``; set per epoch, so a resumed trial continues its schedule). Fidelity keys
+    in ``params``: ``trainable_layers`` (freeze all but the top z layer units;
     default all) and ``epochs`` (overrides ``options['epochs']``). Resuming from a checkpoint
     taken with fewer trainable layers keeps the weights and thaws more layers; the optimiser
     state is kept only when the trainable set is unchanged.
@@ -71,6 +88,7 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
             f"most {total_layers}, or search over models with more layers."
         )
     epochs = int(params.get(EPOCHS) or options["epochs"])
+    lr_factor = epoch_lr_factor(params, epochs)
     optimizer = make_optimizer(params, freeze_layers(model, trainable_layers), default_optimizer)
     start_epoch, seconds = 0, 0.0
     if session.resume_dir:
@@ -86,6 +104,8 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
     for epoch in range(start_epoch, epochs):
         if session.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(session.device)
+        for group in run.optimizer.param_groups:  # DeepSpeed's optimiser shares its groups' dicts
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factor(epoch)
         started = time.perf_counter()
         # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
