@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,49 @@ def train_worker_session(loop_config: Mapping[str, Any]) -> TrainWorkerSession:
     )
 
 
+CHECKPOINT_PREFIX = "es-ckpt-"
+ORPHAN_AGE_S = 3600.0
+"""A checkpoint folder lives seconds (made, reported, deleted); one whose process is gone and that
+is older than this was left by a killed or stopped trial process."""
+_swept: set[str] = set()
+
+
 def new_checkpoint_dir() -> str:
-    """A fresh folder for one checkpoint (Ray copies it into the run's storage)."""
-    return tempfile.mkdtemp(prefix="es-ckpt-", dir=os.environ.get("ES_CHECKPOINT_TMP"))
+    """A fresh folder for one checkpoint (Ray copies it into the run's storage), named after this
+    process; the first call in a process deletes the folders dead processes left behind."""
+    parent = os.environ.get("ES_CHECKPOINT_TMP") or tempfile.gettempdir()
+    if parent not in _swept:
+        _swept.add(parent)
+        remove_orphan_checkpoints(parent)
+    return tempfile.mkdtemp(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def remove_orphan_checkpoints(parent: str, min_age_s: float = ORPHAN_AGE_S) -> list[str]:
+    """Delete checkpoint folders under ``parent`` whose process has exited and that are older than
+    ``min_age_s``: a trial process killed or stopped between making one and reporting it (a
+    paused trial, a crash) never deletes its own. Returns the folders deleted."""
+    removed = []
+    now = time.time()
+    with os.scandir(parent) as entries:
+        for entry in entries:
+            pid = entry.name[len(CHECKPOINT_PREFIX):].split("-", 1)[0]
+            if not (entry.name.startswith(CHECKPOINT_PREFIX) and pid.isdigit() and entry.is_dir()):
+                continue
+            try:
+                if now - entry.stat().st_mtime < min_age_s or _process_alive(int(pid)):
+                    continue
+            except FileNotFoundError:
+                continue  # deleted meanwhile by its own process
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

@@ -1,0 +1,55 @@
+"""Checkpoint folders a killed or stopped trial process leaves behind are deleted later."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from efficient_search.train import session as session_module
+from efficient_search.train.session import CHECKPOINT_PREFIX, new_checkpoint_dir, remove_orphan_checkpoints
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def _folder(parent: Path, pid: int, age_s: float) -> Path:
+    folder = parent / f"{CHECKPOINT_PREFIX}{pid}-abc"
+    folder.mkdir()
+    (folder / "state.pt").write_bytes(b"x")
+    old = os.stat(folder).st_mtime - age_s
+    os.utime(folder, (old, old))
+    return folder
+
+
+def test_only_old_folders_of_exited_processes_are_deleted(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    orphan = _folder(tmp_path, dead, age_s=7200)
+    fresh = tmp_path / f"{CHECKPOINT_PREFIX}{dead}-new"
+    fresh.mkdir()  # just made: its process may have exited before reporting it only seconds ago
+    live = _folder(tmp_path, os.getpid(), age_s=7200)
+    foreign = tmp_path / "es-ckpt-legacyname"
+    foreign.mkdir()
+    other = tmp_path / "unrelated"
+    other.mkdir()
+    assert remove_orphan_checkpoints(str(tmp_path)) == [str(orphan)]
+    assert not orphan.exists() and fresh.exists() and live.exists() and foreign.exists() and other.exists()
+
+
+def test_the_first_folder_of_a_process_sweeps_the_parent(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ES_CHECKPOINT_TMP", str(tmp_path))
+    monkeypatch.setattr(session_module, "_swept", set())
+    orphan = _folder(tmp_path, _dead_pid(), age_s=7200)
+    made = new_checkpoint_dir()
+    assert not orphan.exists()
+    assert Path(made).parent == tmp_path and Path(made).name.startswith(f"{CHECKPOINT_PREFIX}{os.getpid()}-")
+    second = _folder(tmp_path, _dead_pid(), age_s=7200)
+    new_checkpoint_dir()  # once per process: a long trial does not rescan per epoch
+    assert second.exists()
