@@ -16,20 +16,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from efficient_search.reference.compare import Trend, fit_trend
+from efficient_search.reference.compare import Trend, first_reach, fit_trend
 
 
 def x_to_reach(curve: pd.DataFrame, column: str, target: float) -> float:
     """``column`` (tokens or compute) where the loss first reaches ``target``, linear in between;
     the start's value if it starts there; NaN if it never does."""
-    xs, losses = curve[column].to_numpy(dtype=float), curve["val_loss"].to_numpy(dtype=float)
-    if losses[0] <= target:
-        return float(xs[0])
-    for i in range(1, len(losses)):
-        if losses[i] <= target:
-            share = (losses[i - 1] - target) / (losses[i - 1] - losses[i])
-            return float(xs[i - 1] + share * (xs[i] - xs[i - 1]))
-    return math.nan
+    return first_reach(curve[column].to_numpy(dtype=float), curve["val_loss"].to_numpy(dtype=float), target)
 
 
 def tokens_to_reach(curve: pd.DataFrame, target: float) -> float:

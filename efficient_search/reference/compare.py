@@ -293,18 +293,24 @@ def _load(store: ParquetStore, experiments: str | Sequence[str],
     return rows, is_reference, trend
 
 
-def _tokens_to_reach(curve: pd.DataFrame, target: float) -> float:
-    """Tokens at which ``curve`` first reaches ``target`` loss, interpolated between reports."""
-    curve = curve.dropna(subset=["fidelity.tokens", "metric.val_loss"])
-    tokens, loss = curve["fidelity.tokens"].to_numpy(), curve["metric.val_loss"].to_numpy()
-    hits = np.flatnonzero(loss <= target)
+def first_reach(xs: np.ndarray, losses: np.ndarray, target: float) -> float:
+    """``xs`` (tokens, compute) where ``losses`` first reach ``target``, linear between reports;
+    the first x if they start there; NaN if they never do."""
+    hits = np.flatnonzero(np.asarray(losses, dtype=float) <= target)
     if not math.isfinite(target) or hits.size == 0:
         return math.nan
     i = int(hits[0])
-    if i == 0 or loss[i - 1] == loss[i]:
-        return float(tokens[i])
-    share = (loss[i - 1] - target) / (loss[i - 1] - loss[i])
-    return float(tokens[i - 1] + share * (tokens[i] - tokens[i - 1]))
+    if i == 0 or losses[i - 1] == losses[i]:
+        return float(xs[i])
+    share = (losses[i - 1] - target) / (losses[i - 1] - losses[i])
+    return float(xs[i - 1] + share * (xs[i] - xs[i - 1]))
+
+
+def _tokens_to_reach(curve: pd.DataFrame, target: float) -> float:
+    """Tokens at which ``curve`` first reaches ``target`` loss, interpolated between reports."""
+    curve = curve.dropna(subset=["fidelity.tokens", "metric.val_loss"])
+    tokens, losses = (curve[c].to_numpy(dtype=float) for c in ("fidelity.tokens", "metric.val_loss"))
+    return first_reach(tokens, losses, target)
 
 
 def reference_trend(store: ParquetStore, experiments: str | Sequence[str],
