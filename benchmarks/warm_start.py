@@ -31,7 +31,7 @@ from _common import RESULTS_DIR, print_result, record, save_figure  # benchmarks
 
 import efficient_search as es
 from efficient_search.store import ParquetStore
-from efficient_search.store.rows import RUNNING
+from efficient_search.store.rows import RUNNING, TERMINATED
 
 NAME = "warm_start"
 SPACE = {"lr": {"loguniform": [0.005, 0.5]}, "depth": {"randint": [1, 4]}, "width": {"choice": [8, 16]},
@@ -43,14 +43,18 @@ SEARCHERS = {"evolution": {"population_size": 4}, "optuna": {"sampler": "tpe"},
 
 def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_samples: int,
            warm_from: str | None = None) -> pd.Series:
-    """Run one search; the running best accuracy after each trial, in the order trials finished."""
-    es.run({"name": name, "task_options": {"epochs": args.epochs}, "search_space": SPACE,
-            "searcher": searcher, "searcher_options": SEARCHERS[searcher], "metric": "val_accuracy",
-            "mode": "max", "num_samples": num_samples, "max_concurrent_trials": 1,
-            "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
-            "verbose": 0, "reuse_actors": True,
-            **({"warm_start": {"experiments": [warm_from]}} if warm_from else {})})
-    rows = ParquetStore(args.store).results(name)
+    """Run one search (or read it, when the store holds it finished: a rerun with ``--tag``); the
+    running best accuracy after each trial, in the order trials finished."""
+    store = ParquetStore(args.store)
+    done = name in store.experiments() and (store.results(name)["status"] == TERMINATED).sum() >= num_samples
+    if not done:
+        es.run({"name": name, "task_options": {"epochs": args.epochs}, "search_space": SPACE,
+                "searcher": searcher, "searcher_options": SEARCHERS[searcher], "metric": "val_accuracy",
+                "mode": "max", "num_samples": num_samples, "max_concurrent_trials": 1,
+                "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
+                "verbose": 0, "reuse_actors": True,
+                **({"warm_start": {"experiments": [warm_from]}} if warm_from else {})})
+    rows = store.results(name)
     last = rows[rows["status"] == RUNNING].sort_values("timestamp").groupby("trial_id", sort=False).tail(1)
     return last.sort_values("timestamp")["metric.val_accuracy"].cummax().reset_index(drop=True)
 
@@ -61,6 +65,32 @@ def trials_to_reach(best: pd.Series, target: float) -> float:
     return float(reached[0] + 1) if len(reached) else float("nan")
 
 
+def summarize(table: pd.DataFrame, budget: int) -> pd.DataFrame:
+    """Per searcher and start, over seeds: the median trials to reach the earlier best and to come
+    within ``TOLERANCE`` of it, a seed that never did counting as ``budget + 1`` (so the median is
+    that when most never did), how many never did, and per seed (paired by seed) how often warm
+    was sooner or later than cold; the median best of the search."""
+    counts = {"trials_to_reach": "never", "trials_to_within": "never_within"}
+    rows = []
+    for (searcher, start), group in table.groupby(["searcher", "start"], sort=True):
+        row: dict[str, Any] = {"searcher": searcher, "start": start}
+        for column, never in counts.items():
+            row[column] = float(group[column].fillna(budget + 1).median())
+            row[never] = int(group[column].isna().sum())
+        row["final_best"] = float(group["final_best"].median())
+        rows.append(row)
+    summary = pd.DataFrame(rows)
+    for column in counts:
+        paired = table.pivot_table(index=["searcher", "seed"], columns="start", values=column,
+                                   dropna=False).fillna(budget + 1)
+        by = paired.groupby(level="searcher")
+        warm_sooner = by.apply(lambda g: int((g["warm"] < g["cold"]).sum()))
+        cold_sooner = by.apply(lambda g: int((g["cold"] < g["warm"]).sum()))
+        summary[f"{column}_warm_sooner"] = summary["searcher"].map(warm_sooner)
+        summary[f"{column}_cold_sooner"] = summary["searcher"].map(cold_sooner)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 6 + 6 trials of 2 epochs")
@@ -68,12 +98,14 @@ def main() -> None:
     parser.add_argument("--old", type=int, default=None, help="trials of the earlier search")
     parser.add_argument("--new", type=int, default=None, help="trials of each new search")
     parser.add_argument("--store", default=str(RESULTS_DIR / "store"))
+    parser.add_argument("--tag", default=None, help="an earlier run's tag: its finished searches are read "
+                        "from the store, not rerun (to add seeds to it)")
     args = parser.parse_args()
     args.seeds = args.seeds or (2 if args.quick else 5)
     args.old = args.old or (6 if args.quick else 16)
     args.new = args.new or (6 if args.quick else 16)
     args.epochs = 2 if args.quick else 8
-    tag = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    tag = args.tag or time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
     started = time.perf_counter()
     ray.init(address="local", num_cpus=2, log_to_driver=False)  # its own Ray, whatever else runs
     rows: list[dict[str, Any]] = []
@@ -94,16 +126,11 @@ def main() -> None:
                       f"reached after {rows[-1]['trials_to_reach']} trial(s), within {TOLERANCE} after "
                       f"{rows[-1]['trials_to_within']}", flush=True)
     table = pd.DataFrame(rows)
-    summary = table.groupby(["searcher", "start"]).agg(
-        trials_to_reach=("trials_to_reach", "median"),
-        never=("trials_to_reach", lambda s: int(s.isna().sum())),
-        trials_to_within=("trials_to_within", "median"),
-        never_within=("trials_to_within", lambda s: int(s.isna().sum())),
-        final_best=("final_best", "median")).reset_index()
+    summary = summarize(table, args.new)
     with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))
-        print(f"\nmedian over seeds (never: seeds that did not reach the earlier best; within: "
-              f"{TOLERANCE} below it):")
+        print(f"\nmedian over seeds, never counting as {args.new + 1} (never: seeds that did not reach the "
+              f"earlier best; within: {TOLERANCE} below it; warm/cold sooner: seeds, paired):")
         print(summary.to_string(index=False))
     import matplotlib
 
