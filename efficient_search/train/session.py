@@ -8,7 +8,9 @@ process when a spec asks for no workers (``InProcessSession``); the loop only ca
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -167,20 +169,21 @@ def new_checkpoint_dir() -> str:
     if parent not in _swept:
         _swept.add(parent)
         remove_orphan_checkpoints(parent)
-    return tempfile.mkdtemp(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}-", dir=parent)
+    return tempfile.mkdtemp(prefix=f"{CHECKPOINT_PREFIX}{os.getpid()}.{_host()}-", dir=parent)
 
 
 def remove_orphan_checkpoints(parent: str, min_age_s: float = ORPHAN_AGE_S) -> list[str]:
-    """Delete checkpoint folders under ``parent`` whose process has exited and that are older than
-    ``min_age_s``: a trial process killed or stopped between making one and reporting it (a
-    paused trial, a crash) never deletes its own. Returns the folders deleted."""
+    """Delete checkpoint folders under ``parent`` made on this host by a process that has exited,
+    older than ``min_age_s``: a trial process killed or stopped between making one and reporting
+    it (a paused trial, a crash) never deletes its own. Returns the folders deleted."""
     removed = []
-    now = time.time()
+    now, host = time.time(), _host()
     with os.scandir(parent) as entries:
         for entry in entries:
-            pid = entry.name[len(CHECKPOINT_PREFIX):].split("-", 1)[0]
-            if not (entry.name.startswith(CHECKPOINT_PREFIX) and pid.isdigit() and entry.is_dir()):
-                continue
+            pid, _, rest = entry.name[len(CHECKPOINT_PREFIX):].partition(".")
+            if not (entry.name.startswith(CHECKPOINT_PREFIX) and pid.isdigit() and rest.startswith(f"{host}-")
+                    and entry.is_dir()):
+                continue  # another host's (a shared folder) or not ours
             try:
                 if now - entry.stat().st_mtime < min_age_s or _process_alive(int(pid)):
                     continue
@@ -189,6 +192,11 @@ def remove_orphan_checkpoints(parent: str, min_age_s: float = ORPHAN_AGE_S) -> l
             shutil.rmtree(entry.path, ignore_errors=True)
             removed.append(entry.path)
     return removed
+
+
+def _host() -> str:
+    """This machine's name in letters and digits (process ids are per host)."""
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname()) or "host"
 
 
 def _process_alive(pid: int) -> bool:
