@@ -109,7 +109,6 @@ def main() -> None:
     started = time.perf_counter()
     ray.init(address="local", num_cpus=2, log_to_driver=False)  # its own Ray, whatever else runs
     rows: list[dict[str, Any]] = []
-    curves: dict[tuple[str, int, str], pd.Series] = {}
     for seed in range(args.seeds):
         for searcher in SEARCHERS:
             old = f"bench-{NAME}-{tag}-{searcher}-s{seed}-earlier"
@@ -117,7 +116,6 @@ def main() -> None:
             for start in ("cold", "warm"):
                 best = search(args, f"bench-{NAME}-{tag}-{searcher}-s{seed}-{start}", searcher, seed + 1000,
                               args.new, warm_from=old if start == "warm" else None)
-                curves[searcher, seed, start] = best
                 rows.append({"seed": seed, "searcher": searcher, "start": start, "earlier_best": target,
                              "final_best": float(best.iloc[-1]),
                              "trials_to_reach": trials_to_reach(best, target),
@@ -137,14 +135,19 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(SEARCHERS), figsize=(6 * len(SEARCHERS), 4), squeeze=False)
-    for ax, searcher in zip(axes[0], SEARCHERS, strict=True):
-        for (name, seed, start), best in curves.items():
-            if name == searcher:
-                ax.plot(range(1, len(best) + 1), best, color="C0" if start == "cold" else "C1", alpha=0.6,
-                        label=start if seed == 0 else None)
-        ax.set(title=f"{searcher}: best so far", xlabel="new trials", ylabel="val_accuracy")
-        ax.legend()
+    fig, axes = plt.subplots(2, len(SEARCHERS), figsize=(5 * len(SEARCHERS), 7), squeeze=False, sharex=True,
+                             sharey=True)
+    trials = np.arange(1, args.new + 1)
+    for column, row, what in (("trials_to_reach", 0, "reached the earlier best"),
+                              ("trials_to_within", 1, f"within {TOLERANCE} of it")):
+        for ax, searcher in zip(axes[row], SEARCHERS, strict=True):
+            for start, color in (("cold", "C0"), ("warm", "C1")):
+                needed = table.loc[(table["searcher"] == searcher) & (table["start"] == start), column]
+                share = [(needed <= k).mean() for k in trials]
+                ax.step(trials, share, where="post", color=color, label=start)
+            ax.set(title=f"{searcher}: {what}", xlabel="new trials", ylim=(-0.03, 1.03))
+            ax.legend(loc="lower right")
+        axes[row][0].set_ylabel(f"share of {args.seeds} seeds")
     save_figure(fig, NAME, args.quick)
     record(args.store, NAME, [("runs", table), ("summary", summary)], args.quick)
     if not args.quick:
