@@ -41,6 +41,23 @@ SEARCHERS = {"evolution": {"population_size": 4}, "optuna": {"sampler": "tpe"},
              "quicktune": {"initial_random": 3}}
 
 
+def spec(args: argparse.Namespace, name: str, searcher: str, seed: int, num_samples: int,
+         warm_from: str | None = None) -> dict[str, Any]:
+    return {"name": name, "task_options": {"epochs": args.epochs}, "search_space": SPACE,
+            "searcher": searcher, "searcher_options": SEARCHERS[searcher], "metric": "val_accuracy",
+            "mode": "max", "num_samples": num_samples, "max_concurrent_trials": 1,
+            "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
+            "verbose": 0, "reuse_actors": True,
+            **({"warm_start": {"experiments": [warm_from]}} if warm_from else {})}
+
+
+def finals(store: ParquetStore, name: str) -> pd.DataFrame:
+    """Each trial's last reported row, in the order trials finished."""
+    rows = store.results(name)
+    last = rows[rows["status"] == RUNNING].sort_values("timestamp").groupby("trial_id", sort=False).tail(1)
+    return last.sort_values("timestamp").reset_index(drop=True)
+
+
 def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_samples: int,
            warm_from: str | None = None) -> pd.Series:
     """Run one search (or read it, when the store holds it finished: a rerun with ``--tag``); the
@@ -48,15 +65,43 @@ def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_sa
     store = ParquetStore(args.store)
     done = name in store.experiments() and (store.results(name)["status"] == TERMINATED).sum() >= num_samples
     if not done:
-        es.run({"name": name, "task_options": {"epochs": args.epochs}, "search_space": SPACE,
-                "searcher": searcher, "searcher_options": SEARCHERS[searcher], "metric": "val_accuracy",
-                "mode": "max", "num_samples": num_samples, "max_concurrent_trials": 1,
-                "resources": {"num_workers": 0, "cpus_per_worker": 1}, "store": args.store, "seed": seed,
-                "verbose": 0, "reuse_actors": True,
-                **({"warm_start": {"experiments": [warm_from]}} if warm_from else {})})
-    rows = store.results(name)
-    last = rows[rows["status"] == RUNNING].sort_values("timestamp").groupby("trial_id", sort=False).tail(1)
-    return last.sort_values("timestamp")["metric.val_accuracy"].cummax().reset_index(drop=True)
+        es.run(spec(args, name, searcher, seed, num_samples, warm_from))
+    return finals(store, name)["metric.val_accuracy"].cummax()
+
+
+def surrogate_ranking(args: argparse.Namespace, tag: str) -> pd.DataFrame:
+    """Per seed: how Quick-Tune's online surrogate, fitted on the earlier search's curves as its warm
+    start fits it, ranks the configurations both new searches then ran (Spearman's rho of predicted
+    and measured final accuracy), next to a random forest fitted on the same earlier final values."""
+    from scipy.stats import spearmanr
+    from sklearn.ensemble import RandomForestRegressor
+
+    from efficient_search.api import plan_run
+    from efficient_search.warm_start import earlier_points
+
+    def encode(configs: list[dict[str, Any]]) -> np.ndarray:
+        return np.array([[np.log(c["lr"]), c["depth"], c["width"], c["batch_size"]] for c in configs])
+
+    store, rows = ParquetStore(args.store), []
+    for seed in range(args.seeds):
+        prefix = f"bench-{NAME}-{tag}-quicktune-s{seed}"
+        plan = plan_run(spec(args, f"{prefix}-check", "quicktune", seed + 1000, args.new))
+        plan.searcher.set_search_properties("val_accuracy", "max", plan.space)
+        points = earlier_points({"experiments": [f"{prefix}-earlier"]}, args.store, "digits",
+                                ["val_accuracy"], plan.space_description)
+        for config, values, results in points:
+            plan.searcher.add_evaluated_point(config, values, intermediate_values=results)
+        new = pd.concat([finals(store, f"{prefix}-{start}") for start in ("cold", "warm")])
+        configs = [{c.removeprefix("config."): v for c, v in row.items() if c.startswith("config.")}
+                   for row in new.to_dict("records")]
+        measured = new["metric.val_accuracy"].to_numpy()
+        mean, _ = plan.searcher.model.predict_new(configs, args.epochs)
+        forest = RandomForestRegressor(200, random_state=seed).fit(
+            encode([p[0] for p in points]), [p[1]["val_accuracy"] for p in points])
+        rows.append({"seed": seed, "earlier_trials": len(points), "new_trials": len(new),
+                     "surrogate_rho": float(spearmanr(mean, measured).statistic),
+                     "forest_rho": float(spearmanr(forest.predict(encode(configs)), measured).statistic)})
+    return pd.DataFrame(rows)
 
 
 def trials_to_reach(best: pd.Series, target: float) -> float:
@@ -125,11 +170,15 @@ def main() -> None:
                       f"{rows[-1]['trials_to_within']}", flush=True)
     table = pd.DataFrame(rows)
     summary = summarize(table, args.new)
+    ranking = surrogate_ranking(args, tag)
     with pd.option_context("display.width", 160, "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False))
         print(f"\nmedian over seeds, never counting as {args.new + 1} (never: seeds that did not reach the "
               f"earlier best; within: {TOLERANCE} below it; warm/cold sooner: seeds, paired):")
         print(summary.to_string(index=False))
+        print("\nQuick-Tune's surrogate fitted on the earlier curves: Spearman's rho with the new trials' "
+              "accuracy (a random forest on the same earlier values beside it):")
+        print(ranking.to_string(index=False))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,14 +198,17 @@ def main() -> None:
             ax.legend(loc="lower right")
         axes[row][0].set_ylabel(f"share of {args.seeds} seeds")
     save_figure(fig, NAME, args.quick)
-    record(args.store, NAME, [("runs", table), ("summary", summary)], args.quick)
+    record(args.store, NAME, [("runs", table), ("summary", summary), ("surrogate", ranking)], args.quick)
     if not args.quick:
+        ranking.to_csv(RESULTS_DIR / f"{NAME}_surrogate.csv", index=False, float_format="%.4g")
         summary.to_csv(RESULTS_DIR / f"{NAME}_summary.csv", index=False, float_format="%.5g")
         table.to_csv(RESULTS_DIR / f"{NAME}_runs.csv", index=False, float_format="%.5g")
     figures = {f"{column}_{s}_{start}": float(summary.loc[(summary["searcher"] == s)
                                                           & (summary["start"] == start), column].iloc[0])
                for column in ("trials_to_reach", "trials_to_within") for s in SEARCHERS
                for start in ("cold", "warm")}
+    figures.update({f"{column}_median": float(ranking[column].median())
+                    for column in ("surrogate_rho", "forest_rho")})
     print(f"total {time.perf_counter() - started:.0f} s")
     print_result(NAME, {**figures, "seeds": args.seeds}, args.quick)
     ray.shutdown()

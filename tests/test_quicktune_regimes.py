@@ -127,6 +127,18 @@ def test_acquisition_uses_the_latent_curve(surrogate: DeepKernelSurrogate) -> No
     np.testing.assert_allclose(scores, expected_improvement(mean, variance, 60.0), rtol=1e-4, atol=1e-9)
 
 
+def test_predict_new_is_the_mean_and_variance_the_acquisition_scores(surrogate: DeepKernelSurrogate) -> None:
+    model = _model(surrogate)
+    _observe(model, "a", {"x": 0.9, "lr": 0.5}, [60.0, 70.0])
+    candidates = [{"x": 0.2, "lr": 0.3}, {"x": 0.8, "lr": 0.9}]
+    mean, variance = model.predict_new(candidates, 1)
+    expected = model.base().predict(pd.DataFrame(candidates), budgets=1.0, latent=True)
+    np.testing.assert_allclose(mean, expected[0], rtol=1e-5)
+    np.testing.assert_allclose(variance, np.maximum(expected[1], 0.0), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(model.score_new(candidates, 1), expected_improvement(mean, variance, 60.0),
+                               rtol=1e-4, atol=1e-9)
+
+
 def test_final_horizon_scores_the_last_step_against_the_best_value_seen(
         surrogate: DeepKernelSurrogate) -> None:
     model = _model(surrogate, horizon="final")

@@ -425,6 +425,13 @@ class QuickTuneModel:
                 table[keys[i]] = (float(column[0]), float(column[1]), float(column[2]))
         return np.asarray([table[k] for k in keys], dtype=np.float64).reshape(len(keys), 3).T
 
+    def predict_new(self, configs: list[Mapping[str, Any]], target: int) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted mean and variance of new configs' metric at step ``target`` (the surrogate's
+        scale and direction: see ``signed``), to check how it ranks configs."""
+        features = [self.features(c) for c in configs]
+        mean, variance, _ = self._predict(features, [target] * len(configs), [0] * len(configs), None)
+        return mean, variance
+
     def score_new(self, configs: list[Mapping[str, Any]], target: int) -> np.ndarray:
         """Acquisition of new configs trained up to step ``target``."""
         if not configs:
