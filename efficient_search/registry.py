@@ -253,7 +253,7 @@ def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode:
                meta_features: dict[str, float] | None = None, alpha: float = 0.0, horizon: str = "next",
                pool_size: int = 256,
                max_t: int | None = None, time_attr: str | None = None, cost_attr: str = "cost/seconds",
-               cumulative_cost: bool = True, initial_random: int = 3,
+               cumulative_cost: bool = True, initial_random: int = 3, online_steps: int = 40,
                points_to_evaluate: list[dict[str, Any]] | None = None) -> Searcher:
     """Quick-Tune's searcher; ``surrogate`` is a ``meta_train`` folder or a meta-dataset path."""
     from efficient_search.searchers import QuickTuneSearcher
@@ -262,7 +262,7 @@ def _quicktune(*, seed: int, space: Any = None, metric: str | None = None, mode:
         space, metric=metric, mode=mode, seed=seed, surrogate=surrogate,
         meta_train_options=meta_train_options, meta_features=meta_features, alpha=alpha, horizon=horizon,
         pool_size=pool_size, max_t=max_t, time_attr=time_attr, cost_attr=cost_attr,
-        cumulative_cost=cumulative_cost, initial_random=initial_random,
+        cumulative_cost=cumulative_cost, initial_random=initial_random, online_steps=online_steps,
         points_to_evaluate=points_to_evaluate,
     )
 

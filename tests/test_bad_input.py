@@ -263,6 +263,7 @@ FAMILIES: dict[str, list[Mutation]] = {
                  alpha=st.one_of(real_below(0), not_number.filter(lambda v: v is not None)),
                  pool_size=st.one_of(below(1), not_int),
                  initial_random=st.one_of(below(0), not_int),
+                 online_steps=st.one_of(below(1), not_int),
                  max_t=st.one_of(below(1), not_int.filter(lambda v: v is not None)),
                  time_attr=st.one_of(st.integers(), st.just(""), containers),
                  cost_attr=st.one_of(st.integers(), st.just(""), st.none(), containers),

@@ -127,6 +127,18 @@ def test_acquisition_uses_the_latent_curve(surrogate: DeepKernelSurrogate) -> No
     np.testing.assert_allclose(scores, expected_improvement(mean, variance, 60.0), rtol=1e-4, atol=1e-9)
 
 
+def test_online_fits_take_the_given_number_of_steps() -> None:
+    model = QuickTuneModel(online_steps=7, seed=0)
+    model.set_objective("accuracy", "max")
+    for i in range(4):
+        _observe(model, f"t{i}", {"x": 0.2 * i, "lr": 0.1 + 0.1 * i}, [0.3 + 0.1 * i, 0.4 + 0.1 * i])
+    assert model.ready
+    assert model.base().settings.meta_train_steps == 7
+    assert QuickTuneModel().online_steps == 40
+    with pytest.raises(ValueError, match="online_steps"):
+        QuickTuneModel(online_steps=0)
+
+
 def test_predict_new_is_the_mean_and_variance_the_acquisition_scores(surrogate: DeepKernelSurrogate) -> None:
     model = _model(surrogate)
     _observe(model, "a", {"x": 0.9, "lr": 0.5}, [60.0, 70.0])

@@ -92,6 +92,8 @@ class QuickTuneSearcher(Searcher):
         cost_attr: the result key with seconds spent (none reported: costs are left out).
         cumulative_cost: whether ``cost_attr`` counts from the trial's start (our tasks do).
         initial_random: random configs first when the surrogate is fitted online only.
+        online_steps: gradient steps of each online fit (40; more rank configs better from few curves
+            and take longer, see README's warm-start benchmark).
         featurize: config -> the hyperparameters the surrogate knows (Python only).
     """
 
@@ -114,6 +116,7 @@ class QuickTuneSearcher(Searcher):
         cost_attr: str = "cost/seconds",
         cumulative_cost: bool = True,
         initial_random: int = 3,
+        online_steps: int = 40,
         featurize: Featurize | None = None,
     ):
         if mode not in (None, "min", "max"):
@@ -137,6 +140,7 @@ class QuickTuneSearcher(Searcher):
             alpha=alpha,
             horizon=horizon,
             seed=seed,
+            online_steps=online_steps,
             featurize=featurize,
         )
         self.model.max_steps = max_t

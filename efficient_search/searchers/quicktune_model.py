@@ -25,7 +25,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -90,6 +90,7 @@ class QuickTuneModel:
         alpha: exponent of the predicted cost in the acquisition (0: plain expected improvement).
         horizon: ``next`` or ``final`` (see :data:`HORIZONS`).
         seed: seeds the online surrogate's fits.
+        online_steps: gradient steps of each online fit (the surrogate fitted on this run only).
         featurize: maps a Tune config to the hyperparameters the surrogate knows (default: the
             flattened config without fidelity keys).
     """
@@ -103,8 +104,10 @@ class QuickTuneModel:
         alpha: float = 0.0,
         horizon: str = "next",
         seed: int = 0,
+        online_steps: int = ONLINE_SETTINGS.meta_train_steps,
         featurize: Featurize | None = None,
     ):
+        check_int("online_steps", online_steps, min=1, expected="an integer >= 1 (gradient steps)")
         check_number("alpha", alpha, min=0, expected="a finite number >= 0", fix="e.g. alpha=1.")
         if horizon not in HORIZONS:
             raise ValueError(f"`horizon` must be one of {HORIZONS}, but got {horizon!r}. Fix: "
@@ -119,6 +122,7 @@ class QuickTuneModel:
                 f"`featurize` must be a function config -> hyperparameters, but got {featurize!r}."
             )
         self.alpha, self.seed, self.featurize = float(alpha), seed, featurize
+        self.online_steps = int(online_steps)
         self.horizon = horizon
         self.meta_features = None if meta_features is None else dict(meta_features)
         self._path: str | None = None
@@ -314,7 +318,8 @@ class QuickTuneModel:
         )
         from efficient_search.surrogate.deep_kernel import DeepKernelSurrogate
 
-        self._base = DeepKernelSurrogate(settings=ONLINE_SETTINGS, seed=self.seed).fit(data)
+        settings = replace(ONLINE_SETTINGS, meta_train_steps=self.online_steps)
+        self._base = DeepKernelSurrogate(settings=settings, seed=self.seed).fit(data)
         self._surrogate_changes += 1
         self._fit = {**fit, "marks": marks}
         self._cond = None
