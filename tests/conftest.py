@@ -21,7 +21,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (TESTS_DIR, os.environ.get("PYTHONPATH", "")) if p
 )
 
+# Trials' checkpoint folders wait in one folder per test session, deleted at its end: task loops
+# driven directly by tests (RecordingSession) never delete theirs.
+CHECKPOINT_TMP = tempfile.mkdtemp(prefix="es-test-checkpoints-")
+os.environ.setdefault("ES_CHECKPOINT_TMP", CHECKPOINT_TMP)
+
 RAY_CPUS = 4
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(CHECKPOINT_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
