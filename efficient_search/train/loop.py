@@ -90,6 +90,7 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
     epochs = int(params.get(EPOCHS) or options["epochs"])
     lr_factor = epoch_lr_factor(params, epochs)
     optimizer = make_optimizer(params, freeze_layers(model, trainable_layers), default_optimizer)
+    peak_lr = float(optimizer.param_groups[0]["lr"])  # the trial's lr, whatever a checkpoint held
     start_epoch, seconds = 0, 0.0
     if session.resume_dir:
         state = torch.load(os.path.join(session.resume_dir, CHECKPOINT_FILE), weights_only=True)
@@ -105,7 +106,7 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
         if session.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(session.device)
         for group in run.optimizer.param_groups:  # DeepSpeed's optimiser shares its groups' dicts
-            group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factor(epoch)
+            group["lr"] = peak_lr * lr_factor(epoch)
         started = time.perf_counter()
         # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
