@@ -93,18 +93,23 @@ def test_cosine_lr_schedule_decays_per_epoch_and_resumes_on_it() -> None:
     assert epoch_lr_factor({}, 4)(3) == 1.0  # constant unless asked
     task = get_task("digits")
     params = {**PARAMS, "lr_schedule": "cosine"}
-    first = RecordingSession()
-    task.train_loop(params, task.resolve_options({"epochs": 2}), first, 0)
-    # Resumed at epoch 2 of 3, the rate is the cosine's third step: the same run as a straight one.
-    resumed = RecordingSession(resume_dir=first.reports[0][1])
-    task.train_loop(params, task.resolve_options({"epochs": 3}), resumed, 0)
+    options = task.resolve_options({"epochs": 3})
     straight = RecordingSession()
-    task.train_loop(params, task.resolve_options({"epochs": 3}), straight, 0)
-    assert [m["fidelity/epoch"] for m, _ in resumed.reports] == [2, 3]
+    task.train_loop(params, options, straight, 0)
+    # A scheduler's epochs fidelity cuts the run into segments (2 epochs, then continued to 3): the
+    # cosine runs over task_options.epochs, so the segments make the straight run.
+    first = RecordingSession()
+    task.train_loop({**params, "epochs": 2}, options, first, 0)
+    assert first.reports[1][0]["val_loss"] == pytest.approx(straight.reports[1][0]["val_loss"], rel=1e-4)
+    resumed = RecordingSession(resume_dir=first.reports[1][1])
+    task.train_loop({**params, "epochs": 3}, options, resumed, 0)
+    assert [m["fidelity/epoch"] for m, _ in resumed.reports] == [3]
     assert resumed.reports[-1][0]["val_loss"] == pytest.approx(straight.reports[-1][0]["val_loss"], rel=1e-4)
     constant = RecordingSession()
-    task.train_loop(PARAMS, task.resolve_options({"epochs": 3}), constant, 0)
+    task.train_loop(PARAMS, options, constant, 0)
     assert constant.reports[-1][0]["val_loss"] != straight.reports[-1][0]["val_loss"]
+    for session in (straight, first, resumed, constant):
+        session.cleanup()
 
 
 def test_unknown_lr_schedule_is_refused_with_the_fix() -> None:
@@ -112,3 +117,10 @@ def test_unknown_lr_schedule_is_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match=r"`lr_schedule` must be one of constant, cosine, but got 'linear'"):
         task.train_loop({**PARAMS, "lr_schedule": "linear"}, task.resolve_options({"epochs": 1}),
                         RecordingSession(), 0)
+    with pytest.raises(ValueError, match=r"decays over task_options.epochs \(2\), but this trial was asked "
+                                         r"for 3 epochs .* Fix: set task_options.epochs to the scheduler's"):
+        task.train_loop({**PARAMS, "lr_schedule": "cosine", "epochs": 3}, task.resolve_options({"epochs": 2}),
+                        RecordingSession(), 0)
+    with pytest.raises(ValueError, match=r"deepspeed_config's own `scheduler`"):
+        task.train_loop({**PARAMS, "lr_schedule": "cosine"}, task.resolve_options({"epochs": 2}),
+                        RecordingSession(deepspeed_config={"scheduler": {"type": "WarmupLR"}}), 0)

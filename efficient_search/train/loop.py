@@ -52,14 +52,24 @@ def make_optimizer(params: Mapping[str, Any], trainable: list[nn.Parameter],
 EPOCH_SCHEDULES = ("constant", "cosine")
 
 
-def epoch_lr_factor(params: Mapping[str, Any], epochs: int) -> Callable[[int], float]:
-    """``epoch -> multiplier`` of ``lr`` for the ``lr_schedule`` key (constant, the default, or
-    cosine from 1 at the first epoch towards 0 after the last, over the trial's ``epochs``)."""
+def epoch_lr_factor(params: Mapping[str, Any], horizon: int, epochs: int | None = None,
+                    deepspeed_config: Mapping[str, Any] | None = None) -> Callable[[int], float]:
+    """``epoch -> multiplier`` of ``lr`` for the ``lr_schedule`` key: constant (the default), or
+    cosine from 1 at the first epoch towards 0 after epoch ``horizon`` (the task's ``epochs``
+    option: the whole run, however a scheduler's ``epochs`` fidelity, here ``epochs``, cuts it
+    into segments, so a paused and continued trial stays on one curve)."""
     kind = params.get("lr_schedule", "constant")
     if kind not in EPOCH_SCHEDULES:
         raise ValueError(f"`lr_schedule` must be one of {', '.join(EPOCH_SCHEDULES)}, but got {kind!r}. "
                          "Fix: search over e.g. {choice: [constant, cosine]} or leave it out (constant).")
-    return lr_multiplier(kind, total_steps=max(1, epochs))
+    if kind != "constant" and epochs is not None and epochs > horizon:
+        raise ValueError(f"`lr_schedule: {kind}` decays over task_options.epochs ({horizon}), but this "
+                         f"trial was asked for {epochs} epochs (a scheduler's epochs fidelity). Fix: set "
+                         f"task_options.epochs to the scheduler's max_t ({epochs} or more).")
+    if kind != "constant" and deepspeed_config and "scheduler" in deepspeed_config:
+        raise ValueError(f"`lr_schedule: {kind}` and the deepspeed_config's own `scheduler` would both set "
+                         "the learning rate. Fix: drop one of them.")
+    return lr_multiplier(kind, total_steps=max(1, horizon))
 
 
 def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str, Any],
@@ -68,7 +78,8 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
     """Train ``model`` epoch by epoch, reporting metrics, fidelity and cost after each.
 
     ``params`` holds the optimiser's keys (see ``make_optimizer``) and ``lr_schedule`` (see
-    ``epoch_lr_factor``; set per epoch, so a resumed trial continues its schedule). Fidelity keys
+    ``epoch_lr_factor``: over ``options['epochs']``, set per epoch, so a resumed or continued trial
+    stays on its schedule). Fidelity keys
     in ``params``: ``trainable_layers`` (freeze all but the top z layer units;
     default all) and ``epochs`` (overrides ``options['epochs']``). Resuming from a checkpoint
     taken with fewer trainable layers keeps the weights and thaws more layers; the optimiser
@@ -88,7 +99,7 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
             f"most {total_layers}, or search over models with more layers."
         )
     epochs = int(params.get(EPOCHS) or options["epochs"])
-    lr_factor = epoch_lr_factor(params, epochs)
+    lr_factor = epoch_lr_factor(params, int(options["epochs"]), epochs, session.deepspeed_config)
     optimizer = make_optimizer(params, freeze_layers(model, trainable_layers), default_optimizer)
     peak_lr = float(optimizer.param_groups[0]["lr"])  # the trial's lr, whatever a checkpoint held
     start_epoch, seconds = 0, 0.0
