@@ -39,9 +39,13 @@ def test_only_old_folders_of_exited_processes_are_deleted(tmp_path: Path) -> Non
     foreign.mkdir()
     other = tmp_path / "unrelated"
     other.mkdir()
+    huge = _folder(tmp_path, 10**20, age_s=7200)  # no such process id: a name, not one of ours
+    link = tmp_path / f"{CHECKPOINT_PREFIX}{dead}.{session_module._host()}-link"
+    link.symlink_to(other)
     assert remove_orphan_checkpoints(str(tmp_path)) == [str(orphan)]
     assert not orphan.exists()
-    assert all(p.exists() for p in (fresh, elsewhere, live, foreign, other))
+    assert all(p.exists() for p in (fresh, elsewhere, live, foreign, other, huge, link))
+    assert remove_orphan_checkpoints(str(tmp_path / "missing")) == []  # best-effort: no error
 
 
 def test_the_first_folder_of_a_process_sweeps_the_parent(tmp_path: Path,

@@ -176,21 +176,26 @@ def remove_orphan_checkpoints(parent: str, min_age_s: float = ORPHAN_AGE_S) -> l
     """Delete checkpoint folders under ``parent`` made on this host by a process that has exited,
     older than ``min_age_s``: a trial process killed or stopped between making one and reporting
     it (a paused trial, a crash) never deletes its own. Returns the folders deleted."""
-    removed = []
+    removed: list[str] = []
     now, host = time.time(), _host()
-    with os.scandir(parent) as entries:
-        for entry in entries:
-            pid, _, rest = entry.name[len(CHECKPOINT_PREFIX):].partition(".")
-            if not (entry.name.startswith(CHECKPOINT_PREFIX) and pid.isdigit() and rest.startswith(f"{host}-")
-                    and entry.is_dir()):
-                continue  # another host's (a shared folder) or not ours
-            try:
-                if now - entry.stat().st_mtime < min_age_s or _process_alive(int(pid)):
-                    continue
-            except FileNotFoundError:
-                continue  # deleted meanwhile by its own process
-            shutil.rmtree(entry.path, ignore_errors=True)
-            removed.append(entry.path)
+    try:
+        with os.scandir(parent) as found:
+            entries = list(found)
+    except OSError:
+        return removed  # a sweep is best-effort: never the reason a trial fails
+    for entry in entries:
+        pid, _, rest = entry.name[len(CHECKPOINT_PREFIX):].partition(".")
+        if not (entry.name.startswith(CHECKPOINT_PREFIX) and pid.isdigit() and len(pid) < 10
+                and rest.startswith(f"{host}-")):
+            continue  # another host's (a shared folder) or not ours
+        try:
+            if (not entry.is_dir(follow_symlinks=False) or now - entry.stat().st_mtime < min_age_s
+                    or _process_alive(int(pid))):
+                continue
+            shutil.rmtree(entry.path)
+        except OSError:
+            continue  # deleted meanwhile by its own process, or not ours to delete
+        removed.append(entry.path)
     return removed
 
 
