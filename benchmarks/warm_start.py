@@ -64,8 +64,9 @@ def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_sa
     running best accuracy after each trial, in the order trials finished."""
     store = ParquetStore(args.store)
     done = name in store.experiments() and (store.results(name)["status"] == TERMINATED).sum() >= num_samples
-    if not done:
-        es.run(spec(args, name, searcher, seed, num_samples, warm_from))
+    if not done:  # an interrupted one (``--tag``) is resumed
+        es.run({**spec(args, name, searcher, seed, num_samples, warm_from),
+                **({"resume": True} if name in store.experiments() else {})})
     return finals(store, name)["metric.val_accuracy"].cummax()
 
 

@@ -296,7 +296,8 @@ def _load(store: ParquetStore, experiments: str | Sequence[str],
 def first_reach(xs: np.ndarray, losses: np.ndarray, target: float) -> float:
     """``xs`` (tokens, compute) where ``losses`` first reach ``target``, linear between reports;
     the first x if they start there; NaN if they never do."""
-    hits = np.flatnonzero(np.asarray(losses, dtype=float) <= target)
+    xs, losses = np.asarray(xs, dtype=float), np.asarray(losses, dtype=float)
+    hits = np.flatnonzero(losses <= target)
     if not math.isfinite(target) or hits.size == 0:
         return math.nan
     i = int(hits[0])
