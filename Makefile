@@ -62,6 +62,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/quicktune_replay.py
 	$(BIN)/python benchmarks/hpo_suite.py
 	$(BIN)/python benchmarks/pretrain_from_subnetwork.py
+	$(BIN)/python benchmarks/digits_noise.py
+	$(BIN)/python benchmarks/warm_start.py
 
 # README tables between `<!-- bench-report:NAME -->` markers, regenerated from benchmarks/results/ summaries.
 bench-report: $(STAMP)
