@@ -73,7 +73,8 @@ def search(args: argparse.Namespace, name: str, searcher: str, seed: int, num_sa
 def surrogate_ranking(args: argparse.Namespace, tag: str) -> pd.DataFrame:
     """Per seed: how Quick-Tune's online surrogate, fitted on the earlier search's curves as its warm
     start fits it, ranks the configurations both new searches then ran (Spearman's rho of predicted
-    and measured final accuracy), next to a random forest fitted on the same earlier final values."""
+    and measured final accuracy), next to a random forest fitted on the same earlier final values;
+    and the share of each new search's trials on the wider (costlier) network."""
     from scipy.stats import spearmanr
     from sklearn.ensemble import RandomForestRegressor
 
@@ -92,7 +93,8 @@ def surrogate_ranking(args: argparse.Namespace, tag: str) -> pd.DataFrame:
                                 ["val_accuracy"], plan.space_description)
         for config, values, results in points:
             plan.searcher.add_evaluated_point(config, values, intermediate_values=results)
-        new = pd.concat([finals(store, f"{prefix}-{start}") for start in ("cold", "warm")])
+        runs = {start: finals(store, f"{prefix}-{start}") for start in ("cold", "warm")}
+        new = pd.concat(runs.values())
         configs = [{c.removeprefix("config."): v for c, v in row.items() if c.startswith("config.")}
                    for row in new.to_dict("records")]
         measured = new["metric.val_accuracy"].to_numpy()
@@ -101,7 +103,9 @@ def surrogate_ranking(args: argparse.Namespace, tag: str) -> pd.DataFrame:
             encode([p[0] for p in points]), [p[1]["val_accuracy"] for p in points])
         rows.append({"seed": seed, "earlier_trials": len(points), "new_trials": len(new),
                      "surrogate_rho": float(spearmanr(mean, measured).statistic),
-                     "forest_rho": float(spearmanr(forest.predict(encode(configs)), measured).statistic)})
+                     "forest_rho": float(spearmanr(forest.predict(encode(configs)), measured).statistic),
+                     **{f"{start}_width16": float((run["config.width"] == 16).mean())
+                        for start, run in runs.items()}})
     return pd.DataFrame(rows)
 
 
