@@ -102,6 +102,7 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
     lr_factor = epoch_lr_factor(params, int(options["epochs"]), epochs, session.deepspeed_config)
     optimizer = make_optimizer(params, freeze_layers(model, trainable_layers), default_optimizer)
     peak_lr = float(optimizer.param_groups[0]["lr"])  # the trial's lr, whatever a checkpoint held
+    scheduled = params.get("lr_schedule", "constant") != "constant"
     start_epoch, seconds = 0, 0.0
     if session.resume_dir:
         state = torch.load(os.path.join(session.resume_dir, CHECKPOINT_FILE), weights_only=True)
@@ -116,8 +117,9 @@ def fit_epochs(model: nn.Module, params: Mapping[str, Any], options: Mapping[str
     for epoch in range(start_epoch, epochs):
         if session.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(session.device)
-        for group in run.optimizer.param_groups:  # DeepSpeed's optimiser shares its groups' dicts
-            group["lr"] = peak_lr * lr_factor(epoch)
+        if scheduled:  # constant leaves the rate alone (and to a DeepSpeed config's own scheduler)
+            for group in run.optimizer.param_groups:  # DeepSpeed's optimiser shares its groups' dicts
+                group["lr"] = peak_lr * lr_factor(epoch)
         started = time.perf_counter()
         # One generator per (seed, epoch, rank): a resumed run sees the batches it would have.
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1_009 + session.world_rank)
